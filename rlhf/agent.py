@@ -1,0 +1,122 @@
+"""The agent side: the VecEnv stack and the SB3 algorithm.
+
+The stack, from the environments up::
+
+    DummyVecEnv[Monitor -> StateInInfo]    true reward, env state in info
+    ClipCollector                           cuts clips (sees the true reward, raw obs)
+    LearnedRewardVecEnv                     reward := reward model
+    VecNormalize(obs only, optional)        for the policy only; the reward model sees raw obs
+    (SB3 adds its own wrappers, e.g. VecTransposeImage, above this)
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from stable_baselines3 import A2C, PPO
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize
+
+from rlhf.clips import ClipCollector
+from rlhf.config import AgentConfig, Config, ConfigError
+from rlhf.environment import env_factory
+from rlhf.io import atomic_write_bytes, atomic_write_text
+from rlhf.wrappers import LearnedRewardVecEnv
+
+ALGOS: dict[str, type[BaseAlgorithm]] = {"PPO": PPO, "A2C": A2C}
+ACTIVATIONS = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU, "elu": torch.nn.ELU,
+               "leaky_relu": torch.nn.LeakyReLU, "gelu": torch.nn.GELU}
+
+
+@dataclass
+class EnvStack:
+    venv: VecEnv
+    collector: ClipCollector
+    learned: LearnedRewardVecEnv
+    agent_env: VecEnv
+    """What the agent steps: ``learned``, or VecNormalize over it."""
+
+    def close(self) -> None:
+        self.agent_env.close()
+
+
+def make_env_stack(cfg: Config, use_next_obs: bool = False) -> EnvStack:
+    venv = DummyVecEnv([env_factory(cfg.env) for _ in range(cfg.env.n_envs)])
+    venv.seed(cfg.seed)
+    collector = ClipCollector(venv, cfg.loop.clip_length, cfg.query.pool_size)
+    learned = LearnedRewardVecEnv(collector, use_next_obs=use_next_obs)
+    agent_env: VecEnv = learned
+    if cfg.agent.normalize_obs:
+        agent_env = VecNormalize(learned, norm_obs=True, norm_reward=False)
+    return EnvStack(venv, collector, learned, agent_env)
+
+
+def make_agent(cfg: AgentConfig, env: VecEnv, seed: int,
+               tensorboard_log: str | None = None) -> BaseAlgorithm:
+    kwargs = dict(cfg.kwargs)
+    if "policy_kwargs" in kwargs:
+        pk = dict(kwargs["policy_kwargs"])
+        act = pk.get("activation_fn")
+        if isinstance(act, str):
+            if act not in ACTIVATIONS:
+                raise ConfigError(f"agent.kwargs.policy_kwargs.activation_fn: {act!r} is not one "
+                                  f"of {', '.join(ACTIVATIONS)}")
+            pk["activation_fn"] = ACTIVATIONS[act]
+        kwargs["policy_kwargs"] = pk
+    try:
+        return ALGOS[cfg.algo](cfg.policy, env, seed=seed, verbose=0,
+                               tensorboard_log=tensorboard_log, device="cpu", **kwargs)
+    except (TypeError, ValueError, KeyError) as e:
+        raise ConfigError(f"agent.kwargs: {cfg.algo} rejected its settings: {e}") from None
+
+
+def rollout(agent: BaseAlgorithm, env: VecEnv, steps: int, deterministic: bool = False) -> None:
+    """Step ``env`` with the agent's current policy (no learning), e.g. to collect clips of
+    early behaviour."""
+    obs = env.reset()
+    for _ in range(max(1, steps // env.num_envs)):
+        actions, _ = agent.predict(obs, deterministic=deterministic)
+        obs, _, _, _ = env.step(actions)
+
+
+# -- observation normalisation stats, saved without pickle -------------------------------
+
+def save_obs_rms(env: VecEnv, path: Path) -> None:
+    if not isinstance(env, VecNormalize):
+        return
+    rms = env.obs_rms
+    buf = io.BytesIO()
+    np.savez(buf, mean=rms.mean, var=rms.var, count=np.array(rms.count))
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_obs_rms(env: VecEnv, path: Path) -> None:
+    if not isinstance(env, VecNormalize) or not path.exists():
+        return
+    with np.load(path, allow_pickle=False) as d:
+        env.obs_rms.mean, env.obs_rms.var = d["mean"], d["var"]
+        env.obs_rms.count = float(d["count"])
+
+
+def eval_env(cfg: Config, train_env: VecEnv | None = None, obs_rms_path: Path | None = None,
+             seed: int = 10_000) -> VecEnv:
+    """An env for true-reward evaluation, normalising observations like the agent's."""
+    venv: VecEnv = DummyVecEnv([env_factory(cfg.env, record_state=False)])
+    venv.seed(cfg.seed + seed)
+    if cfg.agent.normalize_obs:
+        venv = VecNormalize(venv, training=False, norm_obs=True, norm_reward=False)
+        if isinstance(train_env, VecNormalize):
+            venv.obs_rms = train_env.obs_rms.copy()
+        elif obs_rms_path is not None:
+            load_obs_rms(venv, obs_rms_path)
+    return venv
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, default=float))

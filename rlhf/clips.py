@@ -1,0 +1,173 @@
+"""Clips of the agent's behaviour, and the collector that cuts them from its rollouts.
+
+The collector is a VecEnvWrapper that sits directly on the environments, *below* the
+learned-reward wrapper: it records the environment's own reward beside each step, so the
+simulated teacher and the evaluation can use it, while the reward model never does.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+
+import gymnasium as gym
+import numpy as np
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
+
+
+@dataclass(frozen=True, eq=False)
+class Clip:
+    """A fixed-length piece of one episode.
+
+    Attributes:
+        obs: (T, *obs_shape) observations the agent acted on (Dict observations flattened).
+        actions: (T, *act_shape) actions taken.
+        rewards: (T,) float64, the environment's own (true) reward; never shown to the
+            reward model.
+        dones: (T,) bool, episode ended after this step (only the last step can be True).
+        last_obs: (*obs_shape) observation after the final step (terminal one at an end).
+        states: (T, S) float64 env state before each step, for replay rendering; or None.
+        frames: (T, H, W, 3) uint8 frames recorded at collection (fallback); or None.
+        env_step: total env steps of the run when the clip ended.
+        id: the clip's id in the store, once stored.
+    """
+
+    obs: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    dones: np.ndarray
+    last_obs: np.ndarray
+    states: np.ndarray | None = None
+    frames: np.ndarray | None = None
+    env_step: int = 0
+    id: int | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        t = len(self.obs)
+        if t == 0:
+            raise ValueError("a clip needs at least one step")
+        for name in ("actions", "rewards", "dones"):
+            if len(getattr(self, name)) != t:
+                raise ValueError(f"Clip.{name} has {len(getattr(self, name))} steps, obs has {t}")
+        if self.states is not None and len(self.states) != t:
+            raise ValueError(f"Clip.states has {len(self.states)} steps, obs has {t}")
+        if self.frames is not None and len(self.frames) != t:
+            raise ValueError(f"Clip.frames has {len(self.frames)} steps, obs has {t}")
+        if self.last_obs.shape != self.obs.shape[1:]:
+            raise ValueError(f"Clip.last_obs shape {self.last_obs.shape} != {self.obs.shape[1:]}")
+
+    def __len__(self) -> int:
+        return len(self.obs)
+
+    @property
+    def next_obs(self) -> np.ndarray:
+        """(T, *obs_shape) observation after each step."""
+        return np.concatenate([self.obs[1:], self.last_obs[None]], axis=0)
+
+    @property
+    def true_return(self) -> float:
+        return float(self.rewards.sum())
+
+    def with_id(self, clip_id: int) -> Clip:
+        return Clip(**{**self.__dict__, "id": clip_id})
+
+
+def flatten_obs(space: gym.Space, obs: np.ndarray | dict) -> np.ndarray:
+    """A batch of observations as arrays (n, *shape); Dict spaces flattened to (n, D).
+
+    Matches ``gymnasium.spaces.flatten`` per item for Dict spaces of Box entries.
+    """
+    if isinstance(space, gym.spaces.Dict):
+        n = len(next(iter(obs.values())))
+        return np.concatenate(
+            [np.asarray(obs[k], dtype=np.float32).reshape(n, -1) for k in space.spaces], axis=1
+        )
+    return np.asarray(obs)
+
+
+class ClipCollector(VecEnvWrapper):
+    """Cuts fixed-length clips from every env's stream of steps.
+
+    Clips never cross an episode boundary: the partial clip at an episode's end is dropped,
+    and the next clip starts at the reset observation. Finished clips go into ``pool``, a
+    bounded deque of the most recent clips, from which query candidates are drawn.
+    """
+
+    def __init__(self, venv: VecEnv, clip_length: int, pool_size: int = 2000):
+        super().__init__(venv)
+        self.clip_length = clip_length
+        self.pool: collections.deque[Clip] = collections.deque(maxlen=pool_size)
+        self.clips_collected = 0
+        self.env_steps = 0
+        self._space = venv.observation_space
+        n, t = venv.num_envs, clip_length
+        probe = flatten_obs(self._space, _sample_batch(self._space, 1))[0]
+        self._obs = np.zeros((n, t, *probe.shape), dtype=probe.dtype)
+        act_shape = venv.action_space.shape or ()
+        self._act = np.zeros((n, t, *act_shape), dtype=venv.action_space.dtype or np.int64)
+        self._rew = np.zeros((n, t), dtype=np.float64)
+        self._states: np.ndarray | None = None  # allocated on the first step with states
+        self._pos = np.zeros(n, dtype=np.int64)
+        self._last_obs: np.ndarray | None = None
+        self._actions: np.ndarray | None = None
+
+    def reset(self) -> np.ndarray | dict:
+        obs = self.venv.reset()
+        self._last_obs = flatten_obs(self._space, obs)
+        self._pos[:] = 0
+        return obs
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = np.asarray(actions)
+        self.venv.step_async(actions)
+
+    def step_wait(self):
+        obs, rewards, dones, infos = self.venv.step_wait()
+        assert self._last_obs is not None, "reset() the collector before stepping it"
+        envs = np.arange(self.num_envs)
+        pos = self._pos
+        self._obs[envs, pos] = self._last_obs
+        self._act[envs, pos] = self._actions.reshape(self._act.shape[0], *self._act.shape[2:])
+        self._rew[envs, pos] = rewards
+        if "state" in infos[0]:
+            states = np.stack([info["state"] for info in infos])
+            if self._states is None:
+                self._states = np.zeros((self.num_envs, self.clip_length, states.shape[1]))
+            self._states[envs, pos] = states
+        pos += 1
+        flat = flatten_obs(self._space, obs)
+        for i in np.flatnonzero(pos == self.clip_length):
+            if dones[i]:
+                terminal = infos[i]["terminal_observation"]
+                last = flatten_obs(self._space, batch_of_one(terminal))[0]
+            else:
+                last = flat[i]
+            done_flags = np.zeros(self.clip_length, dtype=bool)
+            done_flags[-1] = bool(dones[i])
+            self.pool.append(Clip(
+                obs=self._obs[i].copy(),
+                actions=self._act[i].copy(),
+                rewards=self._rew[i].copy(),
+                dones=done_flags,
+                last_obs=np.asarray(last, dtype=self._obs.dtype).copy(),
+                states=None if self._states is None else self._states[i].copy(),
+                env_step=self.env_steps + self.num_envs,
+            ))
+            self.clips_collected += 1
+        pos[(pos == self.clip_length) | dones] = 0
+        self._last_obs = flat
+        self.env_steps += self.num_envs
+        return obs, rewards, dones, infos
+
+
+def batch_of_one(obs: np.ndarray | dict) -> np.ndarray | dict:
+    """One observation (e.g. a terminal one from ``info``) as a batch of size 1."""
+    if isinstance(obs, dict):
+        return {k: np.asarray(v)[None] for k, v in obs.items()}
+    return np.asarray(obs)[None]
+
+
+def _sample_batch(space: gym.Space, n: int) -> np.ndarray | dict:
+    if isinstance(space, gym.spaces.Dict):
+        return {k: np.zeros((n, *s.shape), dtype=s.dtype) for k, s in space.spaces.items()}
+    return np.zeros((n, *space.shape), dtype=space.dtype)

@@ -1,0 +1,8 @@
+"""The reward model: batched ensemble network, features, Bradley-Terry trainer."""
+
+from rlhf.reward.model import FeatureSpec, RewardModel, RewardModelError
+from rlhf.reward.network import EnsembleMLP
+from rlhf.reward.trainer import FitStats, RewardTrainer, pick_device
+
+__all__ = ["EnsembleMLP", "FeatureSpec", "FitStats", "RewardModel", "RewardModelError",
+           "RewardTrainer", "pick_device"]

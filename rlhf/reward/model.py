@@ -1,0 +1,203 @@
+"""The reward model: per-step features of (observation, action[, next observation]), an
+ensemble of reward networks, and the normalisation of its output for the agent.
+
+Saved as safetensors (weights and buffers) plus a JSON config; never pickle.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from rlhf.io import atomic_save, atomic_write_text
+from rlhf.reward.network import EnsembleMLP
+
+WEIGHTS, CONFIG = "reward_model.safetensors", "reward_model.json"
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """How raw observations and actions become the reward network's input vector (D,).
+
+    Observations are flattened (Dict observations arrive already flattened; images are
+    scaled by 1/255); Discrete and MultiDiscrete actions are one-hot encoded.
+    """
+
+    obs_shape: tuple[int, ...]
+    obs_is_image: bool
+    action_kind: str  # 'box', 'discrete' or 'multidiscrete'
+    action_shape: tuple[int, ...]
+    action_nvec: tuple[int, ...]
+    use_action: bool = True
+    use_next_obs: bool = False
+
+    @classmethod
+    def from_spaces(cls, obs_space: gym.Space, action_space: gym.Space, use_action: bool = True,
+                    use_next_obs: bool = False) -> FeatureSpec:
+        if isinstance(obs_space, gym.spaces.Dict):
+            obs_shape = (int(gym.spaces.flatdim(obs_space)),)
+            is_image = False
+        else:
+            obs_shape = tuple(obs_space.shape)
+            is_image = len(obs_shape) == 3 and obs_space.dtype == np.uint8
+        if isinstance(action_space, gym.spaces.Discrete):
+            kind, nvec = "discrete", (int(action_space.n),)
+        elif isinstance(action_space, gym.spaces.MultiDiscrete):
+            kind, nvec = "multidiscrete", tuple(int(n) for n in np.ravel(action_space.nvec))
+        elif isinstance(action_space, gym.spaces.Box):
+            kind, nvec = "box", ()
+        else:
+            raise ValueError(f"unsupported action space {action_space}: use Box, Discrete or "
+                             "MultiDiscrete")
+        return cls(obs_shape, is_image, kind, tuple(action_space.shape or ()), nvec, use_action,
+                   use_next_obs)
+
+    @property
+    def obs_dim(self) -> int:
+        return int(np.prod(self.obs_shape))
+
+    @property
+    def action_dim(self) -> int:
+        if self.action_kind == "box":
+            return int(np.prod(self.action_shape))
+        return int(sum(self.action_nvec))
+
+    @property
+    def in_dim(self) -> int:
+        d = self.obs_dim * (2 if self.use_next_obs else 1)
+        return d + (self.action_dim if self.use_action else 0)
+
+    def features(self, obs: torch.Tensor, actions: torch.Tensor,
+                 next_obs: torch.Tensor | None = None) -> torch.Tensor:
+        """obs (*B, *obs_shape), actions (*B, *action_shape) -> features (*B, D) float32."""
+        batch = obs.shape[: obs.dim() - len(self.obs_shape)]
+        parts = [self._obs(obs, batch)]
+        if self.use_next_obs:
+            if next_obs is None:
+                raise ValueError("this reward model needs next observations")
+            parts.append(self._obs(next_obs, batch))
+        if self.use_action:
+            if self.action_kind == "box":
+                parts.append(actions.reshape(*batch, -1).float())
+            else:
+                a = actions.reshape(*batch, len(self.action_nvec)).long()
+                parts.extend(nn.functional.one_hot(a[..., i], n).float()
+                             for i, n in enumerate(self.action_nvec))
+        return torch.cat(parts, dim=-1)
+
+    def _obs(self, obs: torch.Tensor, batch: torch.Size) -> torch.Tensor:
+        x = obs.reshape(*batch, -1).float()
+        return x / 255.0 if self.obs_is_image else x
+
+
+class RewardModel(nn.Module):
+    """An ensemble reward model r_m(o, a) for members m = 1..M.
+
+    Inputs are standardised with feature statistics fixed at the first fit; the agent's
+    reward is the ensemble mean, shifted and scaled to zero mean and unit variance over
+    recent rollouts (``set_output_stats``) and clipped.
+    """
+
+    def __init__(self, spec: FeatureSpec, members: int, hidden: list[int], seed: int = 0,
+                 clip_reward: float = 10.0):
+        super().__init__()
+        self.spec, self.members, self.hidden = spec, members, list(hidden)
+        self.seed, self.clip_reward = seed, clip_reward
+        gen = torch.Generator().manual_seed(seed)
+        self.net = EnsembleMLP(members, spec.in_dim, hidden, generator=gen)
+        self.register_buffer("feat_mean", torch.zeros(spec.in_dim))
+        self.register_buffer("feat_std", torch.ones(spec.in_dim))
+        self.register_buffer("out_mean", torch.zeros(()))
+        self.register_buffer("out_std", torch.ones(()))
+        self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
+
+    @property
+    def device(self) -> torch.device:
+        return self.feat_mean.device
+
+    # -- the computation -----------------------------------------------------------------
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """features (N, D) shared, or (M, N, D) per member -> raw member rewards (M, N)."""
+        return self.net((features - self.feat_mean) / self.feat_std)
+
+    def set_feature_stats(self, features: torch.Tensor) -> None:
+        """Fix the input standardisation from a sample of features (N, D)."""
+        f = features.reshape(-1, features.shape[-1]).float()
+        self.feat_mean.copy_(f.mean(0))
+        self.feat_std.copy_(f.std(0).clamp_min(1e-3) if len(f) > 1 else torch.ones_like(f[0]))
+
+    @torch.no_grad()
+    def set_output_stats(self, features: torch.Tensor) -> None:
+        """Normalise the ensemble-mean reward over a sample of features (N, D)."""
+        r = self(features).mean(0).float()
+        self.out_mean.copy_(r.mean())
+        self.out_std.copy_(r.std().clamp_min(1e-6) if len(r) > 1 else torch.ones(()))
+
+    def normalise(self, member_rewards: torch.Tensor) -> torch.Tensor:
+        """(M, N) raw member rewards -> (N,) the agent's reward."""
+        r = (member_rewards.mean(0).float() - self.out_mean) / self.out_std
+        return r.clamp(-self.clip_reward, self.clip_reward) if self.clip_reward > 0 else r
+
+    # -- numpy conveniences --------------------------------------------------------------
+
+    def _tensor(self, x: np.ndarray | None) -> torch.Tensor | None:
+        return None if x is None else torch.as_tensor(np.asarray(x), device=self.device)
+
+    @torch.no_grad()
+    def member_rewards(self, obs: np.ndarray, actions: np.ndarray,
+                       next_obs: np.ndarray | None = None) -> np.ndarray:
+        """(N, *obs_shape), (N, *action_shape) -> raw member rewards (M, N)."""
+        f = self.spec.features(self._tensor(obs), self._tensor(actions), self._tensor(next_obs))
+        return self(f).float().cpu().numpy()
+
+    @torch.no_grad()
+    def reward(self, obs: np.ndarray, actions: np.ndarray,
+               next_obs: np.ndarray | None = None) -> np.ndarray:
+        """(N, *obs_shape), (N, *action_shape) -> the agent's reward (N,) float32."""
+        f = self.spec.features(self._tensor(obs), self._tensor(actions), self._tensor(next_obs))
+        return self.normalise(self(f)).cpu().numpy()
+
+    # -- saving --------------------------------------------------------------------------
+
+    def config(self) -> dict:
+        return {"format": "rlhf.reward_model/1", "spec": asdict(self.spec),
+                "members": self.members, "hidden": self.hidden, "seed": self.seed,
+                "clip_reward": self.clip_reward}
+
+    def save(self, directory: str | Path) -> None:
+        """Write ``reward_model.safetensors`` and ``reward_model.json`` atomically."""
+        directory = Path(directory)
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        atomic_save(directory / WEIGHTS, lambda p: save_file(tensors, str(p)))
+        atomic_write_text(directory / CONFIG, json.dumps(self.config(), indent=2))
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str | torch.device = "cpu") -> RewardModel:
+        """Load from safetensors + JSON; nothing in the files is executed."""
+        directory = Path(directory)
+        try:
+            cfg = json.loads((directory / CONFIG).read_text())
+            spec_d = cfg["spec"]
+            spec = FeatureSpec(**{k: tuple(v) if isinstance(v, list) else v
+                                  for k, v in spec_d.items()})
+            model = cls(spec, cfg["members"], cfg["hidden"], cfg["seed"], cfg["clip_reward"])
+            model.load_state_dict(load_file(str(directory / WEIGHTS)))
+        except FileNotFoundError as e:
+            raise RewardModelError(f"{directory}: no reward model here ({e.filename} missing)") \
+                from None
+        except (KeyError, TypeError, ValueError, RuntimeError, OSError) as e:
+            raise RewardModelError(f"{directory}: reward model files are corrupt or from an "
+                                   f"incompatible version: {e}") from None
+        return model.to(device)
+
+
+class RewardModelError(RuntimeError):
+    """A reward model checkpoint cannot be loaded."""

@@ -1,0 +1,133 @@
+"""The run directory: everything needed to inspect, label, evaluate or resume a run.
+
+::
+
+    RUN_DIR/
+      config.yaml            the resolved config
+      store.sqlite           clips, queries, labels (shared with viewers)
+      status.json            progress: timesteps, iteration, latest return and accuracy
+      metrics.csv            one row per iteration
+      checkpoints/
+        policy.zip           SB3's own format
+        obs_rms.npz          observation normalisation (if used)
+        reward_model.safetensors, reward_model.json
+      tb/                    TensorBoard logs
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rlhf.config import Config, ConfigError, save_config
+from rlhf.io import atomic_write_text
+
+
+class RunDirError(RuntimeError):
+    """A run directory is missing, incomplete, or would be overwritten."""
+
+
+@dataclass(frozen=True)
+class RunDir:
+    path: Path
+
+    @property
+    def config(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def store(self) -> Path:
+        return self.path / "store.sqlite"
+
+    @property
+    def status(self) -> Path:
+        return self.path / "status.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.csv"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def policy(self) -> Path:
+        return self.checkpoints / "policy.zip"
+
+    @property
+    def obs_rms(self) -> Path:
+        return self.checkpoints / "obs_rms.npz"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.path / "tb"
+
+    @classmethod
+    def create(cls, cfg: Config, force: bool = False) -> RunDir:
+        """Make a new run directory and write the resolved config into it.
+
+        Refuses an existing non-empty directory unless ``force``.
+        """
+        if cfg.run_dir:
+            path = Path(cfg.run_dir)
+        else:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            path = Path("runs") / f"{cfg.name}-s{cfg.seed}-{stamp}"
+        if path.exists() and any(path.iterdir()) and not force:
+            raise RunDirError(f"{path}: run directory already exists; use --resume {path} to "
+                              "continue it, or --force to start over there")
+        if force and path.exists():
+            for name in ("store.sqlite", "store.sqlite-wal", "store.sqlite-shm", "status.json",
+                         "metrics.csv"):
+                (path / name).unlink(missing_ok=True)
+        path.mkdir(parents=True, exist_ok=True)
+        run = cls(path)
+        run.checkpoints.mkdir(exist_ok=True)
+        save_config(cfg, run.config)
+        return run
+
+    @classmethod
+    def open(cls, path: str | Path) -> RunDir:
+        run = cls(Path(path))
+        if not run.config.is_file():
+            raise RunDirError(f"{path}: not a run directory (no config.yaml)")
+        return run
+
+    def load_config(self) -> Config:
+        from rlhf.config import load_config
+
+        try:
+            return load_config(self.config)
+        except ConfigError as e:
+            raise RunDirError(f"{self.config}: {e}") from None
+
+    def read_status(self) -> dict[str, Any]:
+        if not self.status.exists():
+            return {}
+        return json.loads(self.status.read_text())
+
+    def write_status(self, status: dict[str, Any]) -> None:
+        atomic_write_text(self.status, json.dumps(status, indent=2, default=float))
+
+    def write_metrics(self, rows: list[dict[str, Any]]) -> None:
+        """Rewrite metrics.csv whole (atomically); rows may gain keys over time."""
+        keys: list[str] = []
+        for row in rows:
+            keys.extend(k for k in row if k not in keys)
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(self.metrics, buf.getvalue())
+
+    def read_metrics(self) -> list[dict[str, str]]:
+        if not self.metrics.exists():
+            return []
+        with open(self.metrics, newline="") as f:
+            return list(csv.DictReader(f))

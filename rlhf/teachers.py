@@ -1,0 +1,123 @@
+"""Teachers answer queries. Simulated ones compute answers from a score of each clip;
+a person answers through the viewer. Both go through the store.
+
+The simulated teacher follows B-Pref (Lee et al. 2021): each clip's return is
+``sum_t gamma ** (T - 1 - t) * score_t`` (myopic when gamma < 1); a pair is skipped when
+neither return exceeds ``skip_threshold``, called equal when the returns differ by less than
+``equal_threshold``, otherwise clip a is preferred with probability
+``sigmoid(beta * (R_a - R_b))`` (beta = inf: always the better one), and the answer is
+flipped with probability ``mistake``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import numpy as np
+
+from rlhf.clips import Clip
+from rlhf.config import ConfigError, TeacherConfig
+from rlhf.store import Query, Store
+
+ScoreFn = Callable[[Clip], np.ndarray]
+"""Per-step scores (T,) of a clip; the sum is the clip's return for the teacher."""
+
+
+def true_reward(clip: Clip) -> np.ndarray:
+    """The env's own reward, the default score."""
+    return clip.rewards
+
+
+class Teacher(Protocol):
+    """Something that answers queries by writing labels into the store."""
+
+    name: str
+    synchronous: bool
+    """True when ``ask`` has written every answer by the time it returns."""
+
+    def ask(self, store: Store, queries: Sequence[Query], clips: dict[int, Clip]) -> None: ...
+
+
+class SimulatedTeacher:
+    """B-Pref's scripted teacher; with default parameters, a perfect oracle."""
+
+    synchronous = True
+
+    def __init__(self, score: ScoreFn = true_reward, beta: float = math.inf, gamma: float = 1.0,
+                 mistake: float = 0.0, skip_threshold: float | None = None,
+                 equal_threshold: float = 0.0, rng: np.random.Generator | None = None,
+                 name: str = "oracle"):
+        self.score = score
+        self.beta, self.gamma, self.mistake = beta, gamma, mistake
+        self.skip_threshold, self.equal_threshold = skip_threshold, equal_threshold
+        self.rng = rng if rng is not None else np.random.default_rng(0)
+        self.name = name
+
+    def clip_return(self, clip: Clip) -> float:
+        scores = np.asarray(self.score(clip), dtype=np.float64)
+        if scores.shape != (len(clip),):
+            raise ValueError(f"score function returned shape {scores.shape}, "
+                             f"expected ({len(clip)},) per-step scores")
+        weights = self.gamma ** np.arange(len(clip) - 1, -1, -1, dtype=np.float64)
+        return float(np.dot(weights, scores))
+
+    def answer(self, clip_a: Clip, clip_b: Clip) -> str:
+        """One of 'a', 'b', 'equal', 'skip'."""
+        ra, rb = self.clip_return(clip_a), self.clip_return(clip_b)
+        # Draw every random number for every pair, so one answer's branch never shifts the
+        # random stream of the next (same seed, same labels, whatever the thresholds).
+        u_pref, u_mistake = self.rng.random(2)
+        if self.skip_threshold is not None and max(ra, rb) < self.skip_threshold:
+            return "skip"
+        if abs(ra - rb) < self.equal_threshold:
+            return "equal"
+        if math.isinf(self.beta):
+            p_a = 1.0 if ra > rb else 0.0 if ra < rb else 0.5
+        else:
+            p_a = 1.0 / (1.0 + math.exp(-max(min(self.beta * (ra - rb), 700.0), -700.0)))
+        choice = "a" if u_pref < p_a else "b"
+        if u_mistake < self.mistake:
+            choice = "b" if choice == "a" else "a"
+        return choice
+
+    def ask(self, store: Store, queries: Sequence[Query], clips: dict[int, Clip]) -> None:
+        answers = [(q.id, self.answer(clips[q.clip_a], clips[q.clip_b])) for q in queries]
+        store.add_labels(answers, teacher=self.name)
+
+
+class HumanTeacher:
+    """A person answering in the viewer (``rlhf label RUN_DIR``): queries wait in the store."""
+
+    synchronous = False
+    name = "human"
+
+    def ask(self, store: Store, queries: Sequence[Query], clips: dict[int, Clip]) -> None:
+        pass  # the queries are already in the store, where the viewer finds them
+
+
+def load_score_fn(spec: str | None, key: str = "teacher.score") -> ScoreFn:
+    """Import ``module:function``; None gives the env's own reward."""
+    if spec is None:
+        return true_reward
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ConfigError(f"{key}: cannot import module {module_name!r}: {e}") from None
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise ConfigError(f"{key}: module {module_name!r} has no function {attr!r}")
+    return fn
+
+
+def make_teacher(cfg: TeacherConfig, rng: np.random.Generator,
+                 score: ScoreFn | None = None) -> Teacher:
+    if cfg.kind == "human":
+        return HumanTeacher()
+    return SimulatedTeacher(
+        score=score or load_score_fn(cfg.score), beta=cfg.beta, gamma=cfg.gamma,
+        mistake=cfg.mistake, skip_threshold=cfg.skip_threshold,
+        equal_threshold=cfg.equal_threshold, rng=rng, name=cfg.kind)

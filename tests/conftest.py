@@ -1,0 +1,62 @@
+"""Shared test fixtures: a tiny toy env with a known optimum, headless settings."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+
+class LineEnv(gym.Env):
+    """A point on a line; reward -|x - 1|, so moving toward x = 1 is better.
+
+    Episodes last ``horizon`` steps (then truncate). State: [x, t]. Observation: [x, t/horizon].
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
+
+    def __init__(self, horizon: int = 10, render_mode: str | None = None):
+        self.horizon = horizon
+        self.render_mode = render_mode
+        self.observation_space = gym.spaces.Box(-10, 10, (2,), np.float32)
+        self.action_space = gym.spaces.Box(-1, 1, (1,), np.float32)
+        self.x, self.t = 0.0, 0
+
+    def _obs(self) -> np.ndarray:
+        return np.array([self.x, self.t / self.horizon], dtype=np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self.x, self.t = float(self.np_random.uniform(-2, 2)), 0
+        return self._obs(), {}
+
+    def step(self, action):
+        self.x = float(np.clip(self.x + 0.5 * float(np.asarray(action).ravel()[0]), -10, 10))
+        self.t += 1
+        reward = -abs(self.x - 1.0)
+        return self._obs(), reward, False, self.t >= self.horizon, {}
+
+    def get_state(self) -> np.ndarray:
+        return np.array([self.x, self.t], dtype=np.float64)
+
+    def set_state(self, state: np.ndarray) -> None:
+        self.x, self.t = float(state[0]), int(state[1])
+
+    def render(self) -> np.ndarray:
+        frame = np.zeros((8, 40, 3), dtype=np.uint8)
+        frame[:, int(np.clip((self.x + 10) * 2, 0, 39))] = 255
+        return frame
+
+
+if "test/Line-v0" not in gym.registry:
+    gym.register("test/Line-v0", entry_point=LineEnv)
+
+
+@pytest.fixture
+def line_env_id() -> str:
+    return "test/Line-v0"

@@ -1,0 +1,69 @@
+import math
+
+import pytest
+import yaml
+
+from rlhf.config import Config, ConfigError, load_config, save_config
+
+
+def test_defaults_yaml_and_overrides_layer(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("reward:\n  ensemble: 7\n  hidden: [8, 8]\nloop:\n  clip_length: 30\n")
+    cfg = load_config(path, ["reward.ensemble=2", "teacher.beta=inf", "env.kwargs.g=9.0"])
+    assert cfg.reward.ensemble == 2  # CLI beats YAML
+    assert cfg.reward.hidden == [8, 8]  # YAML beats defaults
+    assert cfg.loop.clip_length == 30
+    assert cfg.loop.total_labels == Config().loop.total_labels  # default kept
+    assert math.isinf(cfg.teacher.beta)
+    assert cfg.env.kwargs == {"g": 9.0}
+
+
+@pytest.mark.parametrize("override, message", [
+    (["reward.ensembel=3"], "reward.ensembel: unknown key (did you mean 'ensemble'?)"),
+    (["reward.ensemble=three"], "reward.ensemble: expected an integer, got 'three'"),
+    (["reward.ensemble=0"], "reward.ensemble: must be >= 1, got 0"),
+    (["loop.total_labels=-5"], "loop.total_labels: must be > 0, got -5"),
+    (["loop.total_timesteps=0"], "loop.total_timesteps: must be > 0"),
+    (["query.strategy=best"], "query.strategy: 'best' is not one of"),
+    (["teacher.mistake=1.5"], "teacher.mistake: must be in [0, 1]"),
+    (["reward.hidden=64"], "reward.hidden: expected a list"),
+    (["agent.normalize_obs=yes please"], "agent.normalize_obs: expected true or false"),
+    (["nonsense"], "expected key.path=value"),
+    (["reward.ensemble.size=3"], "reward.ensemble: expected an integer, got {'size': 3}"),
+])
+def test_bad_values_name_the_key(override, message):
+    with pytest.raises(ConfigError) as e:
+        load_config(overrides=override)
+    assert message in str(e.value)
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("reward: [1, 2")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    bad.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(bad)
+    bad.write_text("reward:\n  lr: fast\n")
+    with pytest.raises(ConfigError, match="reward.lr: expected a number"):
+        load_config(bad)
+
+
+def test_resolved_config_round_trips(tmp_path):
+    cfg = load_config(overrides=["seed=4", "reward.hidden=[16]", "teacher.beta=2.5"])
+    save_config(cfg, tmp_path / "config.yaml")
+    again = load_config(tmp_path / "config.yaml")
+    assert again == cfg
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["seed"] == 4
+
+
+def test_every_preset_loads():
+    from pathlib import Path
+
+    presets = sorted(Path(__file__).parent.parent.joinpath("configs").glob("*.yaml"))
+    assert presets
+    for preset in presets:
+        load_config(preset)

@@ -1,0 +1,90 @@
+import sqlite3
+
+import numpy as np
+import pytest
+
+from rlhf.clips import Clip
+from rlhf.store import Store, StoreError
+
+
+def _clip(rng, t=5, with_states=True) -> Clip:
+    return Clip(obs=rng.normal(size=(t, 3)).astype(np.float32),
+                actions=rng.normal(size=(t, 2)).astype(np.float32),
+                rewards=rng.normal(size=t), dones=np.arange(t) == t - 1,
+                last_obs=rng.normal(size=3).astype(np.float32),
+                states=rng.normal(size=(t, 4)) if with_states else None, env_step=123)
+
+
+def test_clips_round_trip_exactly(tmp_path):
+    rng = np.random.default_rng(0)
+    clips = [_clip(rng), _clip(rng, with_states=False)]
+    with Store(tmp_path / "s.sqlite", create=True) as store:
+        stored = store.add_clips(clips)
+    with Store(tmp_path / "s.sqlite") as store:  # reopened: really on disk
+        back = store.get_clips([stored[1].id, stored[0].id])
+    for orig, got in zip(clips, [back[1], back[0]], strict=True):
+        for name in ("obs", "actions", "rewards", "dones", "last_obs"):
+            a, b = getattr(orig, name), getattr(got, name)
+            assert a.dtype == b.dtype and np.array_equal(a, b)
+        assert (orig.states is None) == (got.states is None)
+        if orig.states is not None:
+            assert np.array_equal(orig.states, got.states)
+        assert got.env_step == 123
+
+
+def test_labels_are_append_only_with_undo(tmp_path):
+    rng = np.random.default_rng(0)
+    store = Store(tmp_path / "s.sqlite", create=True)
+    c = store.add_clips([_clip(rng) for _ in range(4)])
+    q = store.add_queries([(c[0].id, c[1].id), (c[2].id, c[3].id), (c[0].id, c[3].id)], 0)
+    assert [x.id for x in store.pending_queries()] == [q[0].id, q[1].id, q[2].id]
+    first = store.add_label(q[0].id, "a", "alice", shown_swapped=True, response_time=1.5)
+    store.add_label(q[1].id, "equal", "alice")
+    store.add_label(q[2].id, "skip", "alice")
+    pairs, mu = store.preferences()
+    assert pairs.tolist() == [[c[0].id, c[1].id], [c[2].id, c[3].id]]  # skip not trained on
+    assert mu.tolist() == [1.0, 0.5]
+    store.retract(first, "alice")
+    assert [x.id for x in store.pending_queries()] == [q[0].id]
+    store.add_label(q[0].id, "b", "alice")
+    pairs, mu = store.preferences()
+    assert mu.tolist() == [0.5, 0.0]
+    counts = store.counts()
+    assert counts["labels"] == 3 and counts["pending"] == 0 and counts["skipped"] == 1
+    assert counts["label_events"] == 5  # nothing was deleted
+    label = store.labels()[0]
+    assert label.query_id == q[1].id and label.choice == "equal"
+
+
+def test_label_errors(tmp_path):
+    store = Store(tmp_path / "s.sqlite", create=True)
+    with pytest.raises(StoreError, match="cannot label query 99: no such query"):
+        store.add_label(99, "a", "bob")
+    c = store.add_clips([_clip(np.random.default_rng(1)) for _ in range(2)])
+    (q,) = store.add_queries([(c[0].id, c[1].id)], 0)
+    with pytest.raises(StoreError, match="label choice must be one of"):
+        store.add_label(q.id, "left", "bob")
+    with pytest.raises(StoreError, match="cannot retract label 7"):
+        store.retract(7, "bob")
+    assert store.counts()["label_events"] == 0
+
+
+def test_refuses_missing_foreign_newer_and_corrupt_files(tmp_path):
+    with pytest.raises(StoreError, match="no store here"):
+        Store(tmp_path / "none.sqlite")
+    other = tmp_path / "other.sqlite"
+    sqlite3.connect(other).execute("CREATE TABLE x (y)").connection.commit()
+    with pytest.raises(StoreError, match="not an rlhf store"):
+        Store(other)
+    newer = tmp_path / "newer.sqlite"
+    Store(newer, create=True).close()
+    db = sqlite3.connect(newer)
+    db.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
+    db.commit()
+    db.close()
+    with pytest.raises(StoreError, match="schema version '99'.*upgrade rlhf"):
+        Store(newer)
+    garbage = tmp_path / "garbage.sqlite"
+    garbage.write_bytes(b"this is not a database at all" * 100)
+    with pytest.raises(StoreError, match="corrupt"):
+        Store(garbage)

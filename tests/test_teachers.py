@@ -1,0 +1,71 @@
+import math
+
+import numpy as np
+import pytest
+
+from rlhf.clips import Clip
+from rlhf.teachers import SimulatedTeacher
+
+
+def _clip(rewards) -> Clip:
+    r = np.asarray(rewards, dtype=np.float64)
+    t = len(r)
+    return Clip(obs=np.zeros((t, 1)), actions=np.zeros((t, 1)), rewards=r,
+                dones=np.zeros(t, bool), last_obs=np.zeros(1))
+
+
+def _pairs(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return [(_clip(rng.normal(size=5)), _clip(rng.normal(size=5))) for _ in range(n)]
+
+
+def _oracle(a, b):
+    return "a" if a.true_return > b.true_return else "b"
+
+
+def test_oracle_prefers_higher_return():
+    teacher = SimulatedTeacher()
+    assert all(teacher.answer(a, b) == _oracle(a, b) for a, b in _pairs(200))
+
+
+def test_large_beta_equals_oracle_and_small_beta_is_noisy():
+    pairs = _pairs(300)
+    sharp = SimulatedTeacher(beta=1e6, rng=np.random.default_rng(1))
+    assert all(sharp.answer(a, b) == _oracle(a, b) for a, b in pairs)
+    noisy = SimulatedTeacher(beta=0.1, rng=np.random.default_rng(1))
+    agree = np.mean([noisy.answer(a, b) == _oracle(a, b) for a, b in pairs])
+    assert 0.4 < agree < 0.75  # sigmoid(0.1 * small differences) is near a coin flip
+
+
+def test_beta_gives_the_boltzmann_probability():
+    a, b = _clip([1.0, 0.0]), _clip([0.0, 0.0])
+    teacher = SimulatedTeacher(beta=1.0, rng=np.random.default_rng(0))
+    p = np.mean([teacher.answer(a, b) == "a" for _ in range(4000)])
+    assert p == pytest.approx(1 / (1 + math.exp(-1)), abs=0.03)
+
+
+def test_mistake_one_inverts_the_oracle():
+    teacher = SimulatedTeacher(mistake=1.0)
+    assert all(teacher.answer(a, b) != _oracle(a, b) for a, b in _pairs(100))
+
+
+def test_equal_and_skip_thresholds():
+    teacher = SimulatedTeacher(equal_threshold=0.5, skip_threshold=-10.0)
+    assert teacher.answer(_clip([1.0, 1.0]), _clip([1.0, 1.2])) == "equal"
+    assert teacher.answer(_clip([1.0, 1.0]), _clip([1.0, 2.0])) == "b"
+    assert teacher.answer(_clip([-20.0]), _clip([-30.0])) == "skip"
+
+
+def test_myopic_gamma_weighs_late_steps_more():
+    early_good, late_good = _clip([3.0, 0.0, 0.0, 0.0]), _clip([0.0, 0.0, 0.0, 2.0])
+    assert SimulatedTeacher().answer(early_good, late_good) == "a"
+    assert SimulatedTeacher(gamma=0.5).answer(early_good, late_good) == "b"
+
+
+def test_custom_score_function():
+    # Score the opposite of the env's reward: the teacher must follow the score.
+    teacher = SimulatedTeacher(score=lambda clip: -clip.rewards)
+    assert all(teacher.answer(a, b) != _oracle(a, b) for a, b in _pairs(50))
+    bad = SimulatedTeacher(score=lambda clip: clip.rewards.sum())
+    with pytest.raises(ValueError, match="expected \\(5,\\) per-step scores"):
+        bad.answer(*_pairs(1)[0])

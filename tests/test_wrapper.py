@@ -1,0 +1,49 @@
+import numpy as np
+from stable_baselines3.common.vec_env import DummyVecEnv
+
+from rlhf.clips import ClipCollector
+from rlhf.config import EnvConfig
+from rlhf.environment import env_factory
+from rlhf.reward import FeatureSpec, RewardModel
+from rlhf.wrappers import LearnedRewardVecEnv
+
+
+def test_reward_is_the_models_and_info_keeps_the_true_reward(line_env_id):
+    venv = DummyVecEnv([env_factory(EnvConfig(id=line_env_id)) for _ in range(3)])
+    venv.seed(0)
+    collector = ClipCollector(venv, clip_length=5)
+    model = RewardModel(FeatureSpec.from_spaces(venv.observation_space, venv.action_space),
+                        members=4, hidden=[8], seed=1)
+    calls = []
+
+    def reward_fn(obs, actions, next_obs):
+        calls.append(len(obs))
+        return model.reward(obs, actions)
+
+    env = LearnedRewardVecEnv(collector, reward_fn)
+    obs = env.reset()
+    rng = np.random.default_rng(0)
+    for _ in range(25):  # crosses episode ends (horizon 10)
+        actions = rng.uniform(-1, 1, (3, 1)).astype(np.float32)
+        expected = model.reward(obs, actions)
+        prev = obs
+        obs, rewards, _dones, infos = env.step(actions)
+        np.testing.assert_allclose(rewards, expected, rtol=1e-6)
+        x_next = np.array([i.get("terminal_observation", o)[0] for i, o in zip(infos, obs,
+                                                                                  strict=True)])
+        true = -np.abs(np.clip(prev[:, 0] + 0.5 * actions[:, 0], -10, 10) - 1)
+        np.testing.assert_allclose([i["true_reward"] for i in infos], true, atol=1e-5)
+        np.testing.assert_allclose(x_next, np.clip(prev[:, 0] + 0.5 * actions[:, 0], -10, 10),
+                                   atol=1e-5)
+    assert calls == [3] * 25  # one batched call per vector step
+    # the collector below the wrapper recorded the env's own reward, not the model's
+    clip = collector.pool[0]
+    np.testing.assert_allclose(clip.rewards, -np.abs(clip.next_obs[:, 0] - 1), atol=1e-5)
+
+
+def test_without_a_reward_function_the_true_reward_passes_through(line_env_id):
+    venv = DummyVecEnv([env_factory(EnvConfig(id=line_env_id))])
+    env = LearnedRewardVecEnv(venv)
+    env.reset()
+    _, rewards, _, infos = env.step(np.array([[0.5]], dtype=np.float32))
+    assert rewards[0] == np.float32(infos[0]["true_reward"])
