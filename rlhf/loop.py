@@ -221,9 +221,10 @@ def run(cfg: Config, *, teacher: Teacher | None = None, strategy: QueryStrategy 
     print(f"rlhf: run directory {r.dir.path}", flush=True)
     schedule = label_schedule(lp.total_labels, lp.initial_label_fraction, lp.iterations,
                               lp.schedule_decay)
+    # Whole rollouts per iteration, spread evenly, never past the timestep budget.
     rollout_size = _rollout_size(r.agent)
-    steps_per_iteration = math.ceil(lp.total_timesteps / lp.iterations / rollout_size) \
-        * rollout_size
+    rollouts = max(1, lp.total_timesteps // rollout_size)
+    ends = [(i * rollouts) // lp.iterations * rollout_size for i in range(lp.iterations + 1)]
     eval_return = math.nan
     try:
         t0 = time.perf_counter()
@@ -233,9 +234,8 @@ def run(cfg: Config, *, teacher: Teacher | None = None, strategy: QueryStrategy 
         row = r.record(0, stats, None, time.perf_counter() - t0)
         for it in range(1, lp.iterations + 1):
             t0 = time.perf_counter()
-            steps = min(steps_per_iteration, lp.total_timesteps - r.agent.num_timesteps)
-            if steps > 0:
-                r.train_agent(steps)
+            if ends[it] > r.agent.num_timesteps:
+                r.train_agent(ends[it] - r.agent.num_timesteps)
             r.ask(schedule[it], iteration=it)
             stats = r.fit()
             last = it == lp.iterations
