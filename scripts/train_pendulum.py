@@ -20,4 +20,4 @@ cfg = load_config(Path(__file__).parent.parent / "configs/pendulum.yaml", sys.ar
 teacher = SimulatedTeacher(beta=1.0, mistake=0.05, rng=np.random.default_rng(cfg.seed),
                            name="bpref")
 result = run(cfg, teacher=teacher)
-print(f"true return {result.final_return:.1f} after {result.labels} labels; run in {result.run_dir}")
+print(f"true return {result.final_return:.1f} after {result.labels} labels; {result.run_dir}")
