@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import io
 import json
+import pickle
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,6 +85,24 @@ def rollout(agent: BaseAlgorithm, env: VecEnv, steps: int, deterministic: bool =
     for _ in range(max(1, steps // env.num_envs)):
         actions, _ = agent.predict(obs, deterministic=deterministic)
         obs, _, _, _ = env.step(actions)
+
+
+def load_policy(agent: BaseAlgorithm, path: Path) -> None:
+    """Load a saved policy's parameters (and optimiser state) into ``agent``.
+
+    Parameters only: SB3 reads the zip's tensors with ``torch.load(weights_only=True)`` and
+    never unpickles the zip's ``data`` entry, so a file from someone else cannot run code.
+    """
+    from rlhf.rundir import CheckpointError
+
+    try:
+        agent.set_parameters(str(path), exact_match=True, device="cpu")
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no saved policy here") from None
+    except (ValueError, RuntimeError, KeyError, OSError, EOFError, pickle.UnpicklingError,
+            zipfile.BadZipFile) as e:
+        raise CheckpointError(f"{path}: not a policy this config can load (corrupt, or saved "
+                              f"for another env or network): {e}") from None
 
 
 # -- observation normalisation stats, saved without pickle -------------------------------

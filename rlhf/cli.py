@@ -1,8 +1,10 @@
 """The ``rlhf`` command line.
 
-    rlhf train CONFIG [--run-dir DIR] [--seed N] [--force] [key.path=value ...]
+    rlhf train CONFIG [--run-dir DIR] [--seed N] [--force] [--label] [key.path=value ...]
+    rlhf label RUN_DIR [--screenshot out.png] [--name NAME] [--speed X] [key.path=value ...]
     rlhf status RUN_DIR [--json]
     rlhf eval RUN_DIR [--episodes N]
+    rlhf check-env ENV_OR_CONFIG [--simulated] [--quick] [key.path=value ...]
 
 User errors (bad config, unknown env, missing run) print one line and exit 2; no traceback.
 """
@@ -12,29 +14,84 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import subprocess
 import sys
 from pathlib import Path
 
 from rlhf.config import ConfigError, load_config
+from rlhf.io import SaveError
+from rlhf.render import RenderError
 from rlhf.reward.model import RewardModelError
-from rlhf.rundir import RunDir, RunDirError
+from rlhf.rundir import Interrupted, RunDir, RunDirError
 from rlhf.store import Store, StoreError
+from rlhf.viewer import ViewerError
 
-USER_ERRORS = (ConfigError, RunDirError, StoreError, RewardModelError)
+USER_ERRORS = (ConfigError, RunDirError, StoreError, RewardModelError, SaveError, RenderError,
+               ViewerError)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from rlhf.loop import run
+    from rlhf.loop import resume_config, run
 
     overrides = list(args.overrides)
-    if args.seed is not None:
-        overrides.append(f"seed={args.seed}")
-    if args.run_dir is not None:
-        overrides.append(f"run_dir={args.run_dir}")
-    cfg = load_config(args.config, overrides)
-    result = run(cfg, force=args.force, progress=not args.quiet)
+    if args.resume:
+        # `rlhf train --resume DIR [key=value ...]`: the positional CONFIG slot may hold the
+        # first override; the config itself comes from the run directory.
+        if args.config is not None:
+            overrides.insert(0, args.config)
+        if args.seed is not None or args.run_dir is not None or args.force:
+            raise ConfigError("--resume continues a run as it was configured; drop --seed, "
+                              "--run-dir and --force")
+        cfg = resume_config(args.resume, overrides)
+    else:
+        if args.config is None:
+            raise ConfigError("rlhf train needs a CONFIG file (e.g. configs/pendulum.yaml), "
+                              "or --resume RUN_DIR")
+        if args.seed is not None:
+            overrides.append(f"seed={args.seed}")
+        if args.run_dir is not None:
+            overrides.append(f"run_dir={args.run_dir}")
+        cfg = load_config(args.config, overrides)
+    viewer = None
+    if args.label:
+        if cfg.teacher.kind != "human":
+            raise ConfigError(f"--label opens the viewer for a person, but teacher.kind is "
+                              f"{cfg.teacher.kind!r}; add teacher.kind=human")
+        if cfg.run_dir is None:  # fix it now, so the viewer knows where to look
+            cfg.run_dir = str(RunDir.default_path(cfg))
+        viewer = subprocess.Popen([sys.executable, "-m", "rlhf.cli", "label", cfg.run_dir,
+                                   "--wait"])
+    try:
+        result = run(cfg, force=args.force, progress=not args.quiet,
+                     resume=args.resume is not None)
+    finally:
+        if viewer is not None and viewer.poll() is None:
+            viewer.terminate()  # the viewer quits cleanly on SIGTERM; answers are saved
+            try:
+                viewer.wait(10)
+            except subprocess.TimeoutExpired:
+                viewer.kill()
     print(f"rlhf: done: {result.timesteps} timesteps, {result.labels} labels, "
           f"final true return {result.final_return:.2f}; run directory {result.run_dir}")
+    return 0
+
+
+def cmd_label(args: argparse.Namespace) -> int:
+    from rlhf.viewer import label, screenshot, wait_for_run
+
+    overrides = list(args.overrides)
+    if args.speed is not None:
+        overrides.append(f"viewer.speed={args.speed}")
+    if args.screenshot:
+        found = screenshot(args.run_dir, args.screenshot, overrides)
+        print(f"rlhf: saved {args.screenshot}"
+              + ("" if found else " (no pending pair: it shows the waiting screen)"))
+        return 0
+    if args.wait:
+        wait_for_run(args.run_dir)
+    log = print if args.verbose else None
+    given = label(args.run_dir, overrides, teacher=args.name, seed=args.seed, log=log)
+    print(f"rlhf: {given} labels given in this session, all saved in {args.run_dir}")
     return 0
 
 
@@ -44,9 +101,11 @@ def run_status(run_dir: str | Path) -> dict:
     with Store(run.store) as store:
         counts = store.counts()
     status = {**run.read_status(), **counts, "run_dir": str(run.path)}
+    latest = run.latest_checkpoint()
     status["checkpoints"] = {
-        "policy": run.policy.exists(),
-        "reward_model": (run.checkpoints / "reward_model.safetensors").exists(),
+        "latest": None if latest is None else str(latest),
+        "policy": latest is not None and (latest / "policy.zip").exists(),
+        "reward_model": latest is not None and (latest / "reward_model.safetensors").exists(),
     }
     return status
 
@@ -68,16 +127,18 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from rlhf.agent import ALGOS, eval_env
+    from rlhf.agent import eval_env, load_policy, make_agent
     from rlhf.evaluate import true_returns
 
     run = RunDir.open(args.run_dir)
     cfg = run.load_config()
-    if not run.policy.exists():
-        raise RunDirError(f"{run.policy}: no saved policy yet (the run saves one after its "
-                          "first iteration)")
-    env = eval_env(cfg, obs_rms_path=run.obs_rms, seed=20_000)
-    agent = ALGOS[cfg.agent.algo].load(run.policy, device="cpu")
+    latest = run.latest_checkpoint()
+    if latest is None:
+        raise RunDirError(f"{run.path}: no checkpoint yet (the run saves one after its "
+                          "initial labels)")
+    env = eval_env(cfg, obs_rms_path=latest / "obs_rms.npz", seed=20_000)
+    agent = make_agent(cfg.agent, env, cfg.seed)  # then parameters only: no unpickling
+    load_policy(agent, latest / "policy.zip")
     returns = true_returns(agent, env, args.episodes, deterministic=not args.stochastic)
     env.close()
     result = {"episodes": len(returns), "mean": float(returns.mean()),
@@ -91,18 +152,51 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check_env(args: argparse.Namespace) -> int:
+    import os
+
+    from rlhf.checkenv import check, config_for
+
+    if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
+        # Classic-control envs initialise pygame's display even for rgb_array frames; with
+        # no display SDL complains on stderr. check-env never opens a window.
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    overrides = list(args.overrides) + (["teacher.kind=oracle"] if args.simulated else [])
+    cfg, from_file = config_for(args.env, overrides)
+    report = check(cfg, strict=from_file, gym_checker=not args.quick)
+    print(report.format())
+    return 0 if report.ok else 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rlhf", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train an agent from preferences")
-    t.add_argument("config", help="YAML config, e.g. configs/pendulum.yaml")
+    t.add_argument("config", nargs="?", help="YAML config, e.g. configs/pendulum.yaml")
     t.add_argument("overrides", nargs="*", help="key.path=value overrides")
     t.add_argument("--run-dir", help="where the run lives (default runs/<name>-s<seed>-<time>)")
     t.add_argument("--seed", type=int)
     t.add_argument("--force", action="store_true", help="start over in an existing run dir")
+    t.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue a stopped run from its newest checkpoint")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--label", action="store_true",
+                   help="also open the viewer (a child process) to label this run's pairs")
     t.set_defaults(fn=cmd_train)
+
+    lb = sub.add_parser("label", help="label a run's pairs in the viewer window")
+    lb.add_argument("run_dir")
+    lb.add_argument("overrides", nargs="*", help="key.path=value, e.g. viewer.width=1600")
+    lb.add_argument("--screenshot", metavar="PNG",
+                    help="draw the first pending pair and the HUD to a PNG and exit")
+    lb.add_argument("--name", default="human", help="teacher name stored with each label")
+    lb.add_argument("--speed", type=float, help="initial playback speed (default 1)")
+    lb.add_argument("--seed", type=int, help="seed of the left/right assignment")
+    lb.add_argument("--wait", action="store_true",
+                    help="wait for the run directory to appear (the trainer is starting)")
+    lb.add_argument("--verbose", action="store_true", help="print each answer as it is saved")
+    lb.set_defaults(fn=cmd_label)
 
     s = sub.add_parser("status", help="counts and progress of a run")
     s.add_argument("run_dir")
@@ -115,16 +209,39 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--stochastic", action="store_true", help="sample actions")
     e.add_argument("--json", action="store_true")
     e.set_defaults(fn=cmd_eval)
+
+    c = sub.add_parser("check-env", help="check that an environment is ready for rlhf train",
+                       description="Check an environment for learning from preferences: "
+                       "gymnasium's checker, a random rollout, an rgb_array frame, state "
+                       "save/restore and replayed frames, the viewer's rendering path and the "
+                       "reward network. Exits 2 on a blocking problem.")
+    c.add_argument("env", help="a gymnasium id, 'module.path:ClassName', 'module.path:Id-v0', "
+                   "or a YAML config whose env section to check")
+    c.add_argument("overrides", nargs="*", help="key.path=value, e.g. env.kwargs.size=32")
+    c.add_argument("--simulated", action="store_true",
+                   help="a simulated teacher labels: rendering problems do not block")
+    c.add_argument("--quick", action="store_true", help="skip gymnasium's own check_env")
+    c.set_defaults(fn=cmd_check_env)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # key=value overrides may come after options too (`rlhf train C --quiet a.b=1`).
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if not hasattr(args, "overrides") or not all("=" in x and not x.startswith("-")
+                                                     for x in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
     try:
         return args.fn(args)
     except USER_ERRORS as e:
         print(f"rlhf: error: {e}", file=sys.stderr)
         return 2
+    except Interrupted as e:
+        print(f"rlhf: {e}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("rlhf: interrupted", file=sys.stderr)
         return 130

@@ -159,6 +159,11 @@ class ClipCollector(VecEnvWrapper):
         self.env_steps += self.num_envs
         return obs, rewards, dones, infos
 
+    def replace(self, index: int, clip: Clip) -> None:
+        """Put the stored version of pool clip ``index`` (same data, with its id) back."""
+        if self.pool[index] is not clip and self.pool[index].env_step == clip.env_step:
+            self.pool[index] = clip
+
 
 def batch_of_one(obs: np.ndarray | dict) -> np.ndarray | dict:
     """One observation (e.g. a terminal one from ``info``) as a batch of size 1."""

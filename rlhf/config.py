@@ -104,6 +104,12 @@ class TeacherConfig:
     None = the env's own reward."""
     instructions: str = "Which clip shows the better behaviour?"
     """Task instructions shown to a person."""
+    asynchronous: bool = True
+    """Human teacher only: the agent keeps training on the current reward model while labels
+    arrive (Christiano et al.); false = wait for every query of a batch before going on."""
+    min_new_labels: int = 10
+    """Human teacher, asynchronous: refit the reward model once this many new (non-skip)
+    labels have landed; also the labels the agent waits for before it first trains."""
 
 
 @dataclass
@@ -131,6 +137,29 @@ class LoopConfig:
 
 
 @dataclass
+class ViewerConfig:
+    """The labeling window (``rlhf label RUN_DIR``)."""
+
+    width: int = 1280
+    height: int = 720
+    fps: float | None = None
+    """Playback frames per second at 1x; None = the env's ``render_fps``."""
+    speed: float = 1.0
+    """Initial playback speed (+ and - change it)."""
+    loop_pause_frames: int = 10
+    """Frames the clips hold (highlighted) at the loop point before replaying."""
+    require_full_view: bool = False
+    """Ignore answers until both clips have played through once."""
+    prefetch: int = 1
+    """Pairs prepared (rendered) in the background ahead of the one on screen."""
+    claim_seconds: float = 60.0
+    """A viewer's claim on a query lasts this long without renewal (it renews while open);
+    a crashed viewer's queries go back to the others after this."""
+    poll_seconds: float = 1.0
+    """How often to look for new queries while none is waiting."""
+
+
+@dataclass
 class EvalConfig:
     episodes: int = 10
     every: int = 1
@@ -151,6 +180,7 @@ class Config:
     query: QueryConfig = field(default_factory=QueryConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    viewer: ViewerConfig = field(default_factory=ViewerConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -323,6 +353,19 @@ def validate(cfg: Config) -> None:
            f"must be >= 0, got {t.equal_threshold}")
     _check(t.score is None or ":" in t.score, "teacher.score",
            f"must be 'module:function', got {t.score!r}")
+    _check(t.min_new_labels >= 1, "teacher.min_new_labels",
+           f"must be >= 1, got {t.min_new_labels}")
+    v = cfg.viewer
+    _check(v.width >= 640 and v.height >= 400, "viewer.width",
+           f"the window must be at least 640x400, got {v.width}x{v.height}")
+    _check(v.fps is None or v.fps > 0, "viewer.fps", f"must be > 0 or null, got {v.fps}")
+    _check(0.05 <= v.speed <= 16, "viewer.speed", f"must be in [0.05, 16], got {v.speed}")
+    _check(v.loop_pause_frames >= 0, "viewer.loop_pause_frames",
+           f"must be >= 0, got {v.loop_pause_frames}")
+    _check(v.prefetch >= 1, "viewer.prefetch", f"must be >= 1, got {v.prefetch}")
+    _check(v.claim_seconds >= 5, "viewer.claim_seconds",
+           f"must be >= 5 (viewers renew claims every third of it), got {v.claim_seconds}")
+    _check(v.poll_seconds > 0, "viewer.poll_seconds", f"must be > 0, got {v.poll_seconds}")
     q = cfg.query
     _check(q.candidates >= 1, "query.candidates", f"must be >= 1, got {q.candidates}")
     _check(q.pool_size >= 2, "query.pool_size", f"must be >= 2, got {q.pool_size}")

@@ -4,11 +4,15 @@ Clips store the env's state before each step so that a viewer can replay them in
 on demand; collection itself never renders. A state adapter knows how to read and write
 that state for one family of envs:
 
-- MuJoCo envs: ``concatenate(qpos, qvel)``;
+- MuJoCo envs: ``concatenate(qpos, qvel[, act])``, restored with ``mj_forward`` so that the
+  body poses a frame shows are computed from the restored qpos;
 - gymnasium's classic-control envs: their ``state`` (plus Pendulum's last torque, which its
   frame draws);
-- any custom env whose unwrapped class has ``get_state() -> ndarray`` and
-  ``set_state(ndarray)`` methods.
+- any custom env implementing ``RestorableEnv``: two methods on the unwrapped env class,
+  ``get_state() -> ndarray`` and ``set_state(ndarray)`` (see docs/custom_envs.md).
+
+An env with none of these still trains; the viewer then falls back to frames recorded at
+collection.
 """
 
 from __future__ import annotations
@@ -16,13 +20,44 @@ from __future__ import annotations
 import contextlib
 import difflib
 import importlib
+import os
+import sys
+import traceback
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import gymnasium as gym
 import numpy as np
 
 from rlhf.config import ConfigError, EnvConfig
+
+# MuJoCo picks its OpenGL backend when it is first imported. GLFW needs a display; on a
+# headless Linux machine EGL works (OSMesa is often missing). Set before any env is made.
+if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY")
+                                             or os.environ.get("WAYLAND_DISPLAY")):
+    os.environ.setdefault("MUJOCO_GL", "egl")
+
+
+class EnvError(ConfigError):
+    """The environment cannot be used as it is: NaN observations, spaces it does not keep,
+    state it does not restore, frames it cannot render. The message names the env, the
+    problem and the fix (``rlhf check-env`` gives the full report)."""
+
+
+@runtime_checkable
+class RestorableEnv(Protocol):
+    """The two methods a custom env (its unwrapped class) implements for state replay.
+
+    ``get_state()`` returns a flat float vector (S,) holding everything ``step()`` and
+    ``render()`` depend on (positions, velocities, the goal's layout, timers), as a copy.
+    ``set_state(state)`` writes such a vector back, so that the next ``render()`` shows that
+    state and the next ``step(a)`` continues from it exactly; it must work on an env that was
+    reset with any seed.
+    """
+
+    def get_state(self) -> np.ndarray: ...
+
+    def set_state(self, state: np.ndarray) -> None: ...
 
 
 class StateAdapter(Protocol):
@@ -36,16 +71,35 @@ class StateAdapter(Protocol):
 
 
 class MujocoState:
+    """``concatenate(qpos, qvel)``, plus actuator activations ``act`` where the model has any.
+
+    Writes ``data`` directly instead of calling ``env.set_state(qpos, qvel)``, so a subclass
+    that redefines ``set_state`` cannot break it, and always runs ``mj_forward`` afterwards:
+    body and camera poses are derived from qpos, and a frame rendered without it would show
+    whatever kinematics were computed last.
+    """
+
     name = "mujoco"
 
     def get(self, env: gym.Env) -> np.ndarray:
         data = env.unwrapped.data
-        return np.concatenate([data.qpos, data.qvel]).astype(np.float64)
+        return np.concatenate([data.qpos, data.qvel, data.act]).astype(np.float64)
 
     def set(self, env: gym.Env, state: np.ndarray) -> None:
+        import mujoco
+
         u = env.unwrapped
-        nq = u.model.nq
-        u.set_state(state[:nq], state[nq:])
+        model, data = u.model, u.data
+        nq, nv, na = model.nq, model.nv, model.na
+        state = np.asarray(state, dtype=np.float64)
+        if state.shape != (nq + nv + na,):
+            raise ValueError(f"expected a MuJoCo state of {nq + nv + na} values (qpos {nq}, "
+                             f"qvel {nv}, act {na}), got shape {state.shape}")
+        data.qpos[:] = state[:nq]
+        data.qvel[:] = state[nq:nq + nv]
+        if na:
+            data.act[:] = state[nq + nv:]
+        mujoco.mj_forward(model, data)
 
 
 class ClassicControlState:
@@ -82,21 +136,28 @@ class CustomState:
 
 
 def state_adapter(env: gym.Env) -> StateAdapter | None:
-    """The adapter for ``env`` (after reset), or None when its state cannot be restored."""
-    u = env.unwrapped
-    try:
-        from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
+    """The adapter for ``env`` (after reset), or None when its state cannot be restored.
 
-        if isinstance(u, MujocoEnv):
-            return MujocoState()
-    except ImportError:  # pragma: no cover - mujoco is a declared dependency
-        pass
-    get, set_ = getattr(u, "get_state", None), getattr(u, "set_state", None)
-    if callable(get) and callable(set_):
+    An env's own ``get_state``/``set_state`` win over the built-in adapters: its author knows
+    what its frames and steps depend on. (MuJoCo envs inherit a ``set_state(qpos, qvel)``
+    without a ``get_state``; defining both marks the one-vector protocol.)
+    """
+    u = env.unwrapped
+    if callable(getattr(u, "get_state", None)) and callable(getattr(u, "set_state", None)):
         return CustomState()
+    if _is_mujoco(u):
+        return MujocoState()
     if type(u).__module__.startswith("gymnasium.envs.classic_control"):
         return ClassicControlState()
     return None
+
+
+def _is_mujoco(u: gym.Env) -> bool:
+    try:
+        from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
+    except ImportError:  # pragma: no cover - mujoco is a declared dependency
+        return False
+    return isinstance(u, MujocoEnv)
 
 
 class StateInInfo(gym.Wrapper):
@@ -127,46 +188,81 @@ class StateInInfo(gym.Wrapper):
 # -- making envs from config -------------------------------------------------------------
 
 
+def import_user_module(name: str, key: str) -> Any:
+    """Import a module named in the config (``key`` names the config key for errors).
+
+    The current directory goes on ``sys.path`` (last, so it cannot shadow installed
+    packages), as ``python -m`` would put it: the ``rlhf`` console script does not, and
+    ``my_env:MyEnv`` for a ``my_env.py`` beside the config is the first thing a user tries.
+    Any exception while importing becomes one line naming the module, the error and where
+    it was raised.
+    """
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.append(cwd)
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as e:
+        if e.name is not None and (name == e.name or name.startswith(e.name + ".")):
+            raise ConfigError(f"{key}: no module named {name!r}: install the package that "
+                              "provides it (pip install -e .), or run from the directory "
+                              "that contains it") from None
+        raise ConfigError(f"{key}: importing {name!r} failed: it needs module {e.name!r}, "
+                          "which is not installed") from None
+    except Exception as e:  # the user's module itself is broken; say where
+        raise ConfigError(f"{key}: importing {name!r} raised {describe_exception(e)}") from None
+
+
 def import_modules(names: list[str], key: str = "env.imports") -> None:
     for name in names:
-        try:
-            importlib.import_module(name)
-        except ImportError as e:
-            raise ConfigError(f"{key}: cannot import module {name!r}: {e}") from None
+        import_user_module(name, key)
 
 
 def resolve_env_id(env_id: str) -> str:
     """Turn ``env.id`` into a registered gymnasium id, importing/registering as needed.
 
-    Accepts ``Id-v0``, ``module.path:Id-v0`` (import, then make) and ``module.path:ClassName``
-    (registered on the fly as ``rlhf-custom/ClassName-v0``).
+    Accepts ``Id-v0``, ``namespace/Id-v0`` (importing a module named like the namespace if
+    the id is not yet known, as ``rlhf_envs/Reach2D-v0`` does), ``module.path:Id-v0``
+    (import, then make) and ``module.path:ClassName`` (a ``gymnasium.Env`` subclass,
+    registered on the fly as ``rlhf-custom/ClassName-v0``).
     """
     if ":" in env_id:
         module_name, _, attr = env_id.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as e:
-            raise ConfigError(f"env.id: cannot import module {module_name!r} "
-                              f"from entry point {env_id!r}: {e}") from None
+        if not module_name or not attr:
+            raise ConfigError(f"env.id: {env_id!r} is not an entry point; write "
+                              "'module.path:ClassName' or 'module.path:Id-v0'")
+        module = import_user_module(module_name, "env.id")
         if attr in gym.registry:
             return attr
         target = getattr(module, attr, None)
         if isinstance(target, type) and issubclass(target, gym.Env):
             new_id = f"rlhf-custom/{attr}-v0"
-            if new_id not in gym.registry:
+            if new_id not in gym.registry or gym.spec(new_id).entry_point is not target:
                 gym.register(id=new_id, entry_point=target)
             return new_id
-        raise ConfigError(f"env.id: {env_id!r}: module {module_name!r} has no gymnasium.Env "
-                          f"class or registered id named {attr!r}")
+        if target is not None:
+            raise ConfigError(f"env.id: {env_id!r} is a {type(target).__name__}, not a "
+                              "gymnasium.Env subclass; point env.id at the env class, or "
+                              "register the env and give its id ('module.path:Id-v0')")
+        names = [n for n, v in vars(module).items()
+                 if isinstance(v, type) and issubclass(v, gym.Env) and v.__module__ == module_name]
+        close = difflib.get_close_matches(attr, names + list(gym.registry), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"env.id: module {module_name!r} has no env class and registers no "
+                          f"id named {attr!r}{hint}")
     if env_id not in gym.registry:
-        # Importing the project's example envs makes their ids known by name.
-        with contextlib.suppress(ImportError):
-            importlib.import_module("rlhf_envs")
+        # Importing the project's example envs makes their ids known by name; an id in
+        # namespace 'pkg' is tried as registered by importing 'pkg'.
+        for module_name in ("rlhf_envs", env_id.partition("/")[0] if "/" in env_id else None):
+            if module_name:
+                with contextlib.suppress(ImportError):
+                    importlib.import_module(module_name)
     if env_id not in gym.registry:
         close = difflib.get_close_matches(env_id, list(gym.registry), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ConfigError(f"env.id: unknown environment {env_id!r}{hint}; use a registered "
-                          "gymnasium id or an entry point 'module.path:ClassName'")
+                          "gymnasium id, an entry point 'module.path:ClassName', or list the "
+                          "module that registers it in env.imports")
     return env_id
 
 
@@ -180,11 +276,20 @@ def make_env(cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
     try:
         return gym.make(env_id, render_mode=render_mode, **kwargs)
     except TypeError as e:
-        raise ConfigError(f"env.kwargs: {env_id} rejected its arguments: {e}") from None
+        if render_mode is not None and "render_mode" in str(e):
+            raise EnvError(f"{cfg.id}: its constructor does not take render_mode: add a "
+                           "render_mode=None argument and support 'rgb_array' so clips can "
+                           "be shown") from None
+        raise ConfigError(f"env.kwargs: {cfg.id} rejected its arguments: {e}") from None
+    except gym.error.Error as e:
+        raise ConfigError(f"env.id: gymnasium cannot make {cfg.id}: {e}") from None
+    except Exception as e:  # the env's constructor failed; say where instead of a traceback
+        raise EnvError(f"{cfg.id}: making the env raised {describe_exception(e)}") from None
 
 
 def env_factory(cfg: EnvConfig, record_state: bool = True) -> Callable[[], gym.Env]:
-    """A thunk for SB3's VecEnv: the env, its state in ``info`` where restorable, a Monitor.
+    """A thunk for SB3's VecEnv: the env, its state in ``info`` where restorable, a Monitor,
+    and a check that observations and rewards stay finite.
 
     The Monitor sits innermost so that episode returns SB3 logs are the env's true reward.
     Seeding is the VecEnv's job (``venv.seed(seed)`` seeds env i with seed + i).
@@ -197,6 +302,65 @@ def env_factory(cfg: EnvConfig, record_state: bool = True) -> Callable[[], gym.E
         adapter = state_adapter(env) if record_state else None
         if adapter is not None:
             env = StateInInfo(env, adapter)
-        return env
+        return FiniteCheck(env, cfg.id)
 
     return thunk
+
+
+class FiniteCheck(gym.Wrapper):
+    """Raises ``EnvError`` at the first NaN or infinite observation or reward.
+
+    A NaN that reached the reward model would poison its weights for good and the agent's
+    next update would fail somewhere deep inside torch; here it is reported with the step
+    where it appeared. Integer observations (images) cannot hold NaN and are not scanned.
+    """
+
+    def __init__(self, env: gym.Env, env_id: str):
+        super().__init__(env)
+        self.env_id = env_id
+        self._steps = 0
+
+    def reset(self, **kwargs: Any):
+        obs, info = self.env.reset(**kwargs)
+        self._steps = 0
+        if (bad := nonfinite(obs)) is not None:
+            raise EnvError(f"{self.env_id}: reset() returned a non-finite observation "
+                           f"({bad}); fix the env so observations are always finite numbers")
+        return obs, info
+
+    def step(self, action: Any):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self._steps += 1
+        if (bad := nonfinite(obs)) is not None:
+            raise EnvError(f"{self.env_id}: step {self._steps} of an episode returned a "
+                           f"non-finite observation ({bad}); fix the env so observations "
+                           "are always finite numbers")
+        if not np.isfinite(reward):
+            raise EnvError(f"{self.env_id}: step {self._steps} of an episode returned reward "
+                           f"{reward}; fix the env so rewards are always finite numbers")
+        return obs, reward, terminated, truncated, info
+
+
+def nonfinite(obs: Any) -> str | None:
+    """None if every float in ``obs`` (array or dict of arrays) is finite, else a short
+    description of the first offending entry, e.g. ``"obs[2] = nan"``."""
+    items = obs.items() if isinstance(obs, dict) else [(None, obs)]
+    for key, value in items:
+        arr = np.asarray(value)
+        if arr.dtype.kind not in "fc":
+            continue
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            where = np.unravel_index(int(np.argmax(bad)), arr.shape) if arr.ndim else ()
+            name = "obs" if key is None else f"obs[{key!r}]"
+            index = "".join(f"[{i}]" for i in where)
+            return f"{name}{index} = {arr[where] if arr.ndim else arr.item()}"
+    return None
+
+
+def describe_exception(e: BaseException) -> str:
+    """``TypeName: message (at file.py:42)`` for the innermost frame of ``e``'s traceback."""
+    frames = traceback.extract_tb(e.__traceback__)
+    where = f" (at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno})" if frames else ""
+    message = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {message}{where}" if message else f"{type(e).__name__}{where}"

@@ -10,7 +10,9 @@ The number of new queries per iteration falls hyperbolically, ending at the labe
 
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,18 +22,28 @@ from typing import Any
 import numpy as np
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from tqdm import tqdm
 
-from rlhf.agent import EnvStack, eval_env, make_agent, make_env_stack, rollout, save_obs_rms
+from rlhf import checkpoint
+from rlhf.agent import (
+    EnvStack,
+    eval_env,
+    load_obs_rms,
+    load_policy,
+    make_agent,
+    make_env_stack,
+    rollout,
+)
+from rlhf.checkenv import preflight
 from rlhf.clips import Clip
-from rlhf.config import Config
+from rlhf.config import Config, ConfigError
 from rlhf.evaluate import reward_correlation, true_returns
-from rlhf.io import atomic_save
+from rlhf.faults import failpoint
 from rlhf.queries import STRATEGIES, QueryStrategy, RandomQueries, select_pairs
 from rlhf.reward.model import FeatureSpec, RewardModel
 from rlhf.reward.trainer import FitStats, RewardTrainer
-from rlhf.rundir import RunDir
+from rlhf.rundir import Interrupted, RunDir
 from rlhf.store import Store
 from rlhf.teachers import ScoreFn, Teacher, make_teacher
 
@@ -74,16 +86,32 @@ class _Progress(BaseCallback):
         return True
 
 
+class _RefitWhenLabelled(BaseCallback):
+    """Asynchronous human teacher: after each rollout, refit the reward model if enough new
+    labels have landed, so the agent never waits for a person."""
+
+    def __init__(self, run: Run):
+        super().__init__()
+        self.run = run
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        self.run.refit_if_due()
+
+
 class Run:
     """The components of one run, wired together. ``run(cfg)`` is the usual entry."""
 
     def __init__(self, cfg: Config, teacher: Teacher | None = None,
                  strategy: QueryStrategy | None = None, score: ScoreFn | None = None,
-                 force: bool = False, progress: bool = True):
+                 force: bool = False, progress: bool = True, resume: bool = False):
         self.cfg = cfg
         self.rng = np.random.default_rng(cfg.seed)
         torch.manual_seed(cfg.seed)
-        self.dir = RunDir.create(cfg, force=force)
+        preflight(cfg)  # a broken env fails here, in one line, before a run directory exists
+        self.dir = RunDir.open(cfg.run_dir) if resume else RunDir.create(cfg, force=force)
         self.envs: EnvStack = make_env_stack(cfg, use_next_obs=cfg.reward.use_next_obs)
         self.agent: BaseAlgorithm = make_agent(cfg.agent, self.envs.agent_env, cfg.seed,
                                                str(self.dir.tensorboard))
@@ -93,12 +121,17 @@ class Run:
         model = RewardModel(spec, cfg.reward.ensemble, cfg.reward.hidden, seed=cfg.seed,
                             clip_reward=cfg.reward.clip_reward)
         self.trainer = RewardTrainer(model, cfg.reward, cfg.loop.clip_length, seed=cfg.seed)
-        self.store = Store(self.dir.store, create=True)
+        self.store = Store(self.dir.store, create=not resume)
         self.teacher = teacher or make_teacher(
             cfg.teacher, np.random.default_rng([cfg.seed, 1]), score=score)
         self.strategy = strategy or STRATEGIES[cfg.query.strategy]()
         self.clips: dict[int, Clip] = {}  # every stored clip of this run, by id
         self.metrics: list[dict[str, Any]] = []
+        # A person answers at their own pace: by default the agent keeps training on the
+        # current reward model meanwhile (Christiano et al.), refitting as labels land.
+        self.asynchronous = not self.teacher.synchronous and cfg.teacher.asynchronous
+        self.fitted_labels = 0  # trainable labels at the last fit
+        self.last_fit: FitStats | None = None
         self.bar = tqdm(total=cfg.loop.total_timesteps, unit="step", disable=not progress,
                         dynamic_ncols=True)
 
@@ -113,21 +146,82 @@ class Run:
         returns = (self.trainer.clip_member_returns(pool) if model_ready
                    else np.zeros((self.trainer.model.members, len(pool))))
         strategy = self.strategy if model_ready else RandomQueries()
-        pairs = select_pairs(strategy, returns, n, self.cfg.query.candidates, self.rng)
-        used = np.unique(pairs)
-        stored = self.store.add_clips([pool[i] for i in used])
-        ids = {int(i): c.id for i, c in zip(used, stored, strict=True)}
-        self.clips.update({c.id: c for c in stored})
-        queries = self.store.add_queries([(ids[a], ids[b]) for a, b in pairs], iteration)
+        asked = {(pool.index(a), pool.index(b)) for a, b in self._asked_pool_pairs(pool)}
+        pairs = select_pairs(strategy, returns, n, self.cfg.query.candidates, self.rng,
+                             exclude=asked)
+        # Store each clip once: a clip already stored (asked about before) keeps its id.
+        new = [int(i) for i in np.unique(pairs) if pool[i].id is None]
+        for i, clip in zip(new, self.store.add_clips([pool[i] for i in new]), strict=True):
+            pool[i] = clip
+            self.envs.collector.replace(i, clip)
+            self.clips[clip.id] = clip
+        failpoint("ask")
+        queries = self.store.add_queries([(pool[a].id, pool[b].id) for a, b in pairs],
+                                         iteration)
         self.teacher.ask(self.store, queries, self.clips)
-        if not self.teacher.synchronous:
-            self.wait_for_labels()
+        if not self.teacher.synchronous and not self.asynchronous:
+            self.wait_for_labels(lambda c: c["pending"] == 0, lambda c: c["pending"])
 
-    def wait_for_labels(self, poll: float = 1.0) -> None:
-        """Block until no query is pending (a person labels them in the viewer)."""
-        while (pending := self.store.counts()["pending"]) > 0:
-            self.bar.set_postfix_str(f"waiting for {pending} labels (rlhf label {self.dir.path})")
+    def _asked_pool_pairs(self, pool: list[Clip]) -> list[tuple[Clip, Clip]]:
+        """Pairs of pool clips that were asked about already (never ask a pair twice)."""
+        by_id = {c.id: c for c in pool if c.id is not None}
+        return [(by_id[a], by_id[b]) for a, b in self.store.asked_pairs(list(by_id))]
+
+    def wait_for_labels(self, done: Callable[[dict[str, int]], bool],
+                        missing: Callable[[dict[str, int]], int],
+                        poll: float = 1.0) -> None:
+        """Block until ``done(store counts)``, while a person labels in the viewer. The
+        progress bar and status.json say how many labels (``missing(counts)``) are awaited."""
+        counts = self.store.counts()
+        if done(counts):
+            return
+        self.bar.write(f"rlhf: waiting for {missing(counts)} labels; label the pairs with: "
+                       f"rlhf label {self.dir.path}")
+        status = {"timesteps": int(self.agent.num_timesteps),
+                  "total_timesteps": self.cfg.loop.total_timesteps,
+                  "total_labels": self.cfg.loop.total_labels, **self.dir.read_status()}
+        while not done(counts):
+            n = missing(counts)
+            self.bar.set_postfix_str(f"waiting for {n} labels ({counts['labels']} so far)")
+            self.dir.write_status({**status, "waiting_for_labels": n})
             time.sleep(poll)
+            counts = self.store.counts()
+        self.dir.write_status({**status, "waiting_for_labels": 0})
+        self.bar.set_postfix_str(f"labels {counts['labels']}")
+
+    def first_fit(self, n: int) -> FitStats | None:
+        """The first reward-model fit, before the agent trains on the learned reward at all.
+
+        A person's labels are waited for: all of them (synchronous) or ``min_new_labels``
+        trainable ones (asynchronous). Should every answer be a skip, more pairs of early
+        behaviour are asked: the agent never trains on an untrained reward model.
+        """
+        need = self.cfg.teacher.min_new_labels
+        for _ in range(5 if self.teacher.synchronous else 10**9):
+            if self.asynchronous:
+                self.wait_for_labels(
+                    lambda c: _trainable(c) >= need or c["pending"] == 0,
+                    lambda c: max(0, min(need - _trainable(c), c["pending"])))
+            stats = self.fit()
+            if stats is not None:
+                return stats
+            self.bar.write("rlhf: every answer so far was a skip; asking about more pairs")
+            self.ask(n, iteration=0)
+        raise ConfigError(f"teacher: the simulated teacher skipped all "
+                          f"{self.store.counts()['skipped']} pairs of early behaviour it was "
+                          "asked about, so there is nothing to learn a reward from; lower "
+                          "teacher.skip_threshold (or leave it unset)")
+
+    def refit_if_due(self) -> FitStats | None:
+        """Asynchronous teacher: refit once ``teacher.min_new_labels`` new trainable labels
+        have landed since the last fit; otherwise keep the current reward model."""
+        counts = self.store.counts()
+        new = _trainable(counts) - self.fitted_labels
+        self.bar.set_postfix_str(f"labels {counts['labels']} ({new} new, {counts['pending']} "
+                                 "pending)")
+        if new < self.cfg.teacher.min_new_labels:
+            return None
+        return self.fit()
 
     def fit(self) -> FitStats | None:
         """Refit the reward model on all labels so far; hand the new reward to the agent."""
@@ -138,13 +232,17 @@ class Run:
         self.clips.update({c.id: c for c in self.store.get_clips(missing)})
         self.trainer.sync(pair_ids, mu, self.clips)
         stats = self.trainer.fit()
+        self.fitted_labels, self.last_fit = len(mu), stats
         recent = list(self.envs.collector.pool)[-256:]
         self.trainer.update_output_stats(recent or list(self.clips.values()))
         self.envs.learned.set_reward_fn(self.trainer.model.reward)
         return stats
 
     def train_agent(self, steps: int) -> None:
-        self.agent.learn(steps, reset_num_timesteps=False, callback=_Progress(self.bar))
+        callbacks: list[BaseCallback] = [_Progress(self.bar)]
+        if self.asynchronous:
+            callbacks.append(_RefitWhenLabelled(self))
+        self.agent.learn(steps, reset_num_timesteps=False, callback=CallbackList(callbacks))
 
     def evaluate(self) -> float:
         env = eval_env(self.cfg, self.envs.agent_env)
@@ -154,14 +252,46 @@ class Run:
         finally:
             env.close()
 
-    def checkpoint(self) -> None:
-        def save_policy(tmp: Path) -> None:
-            with open(tmp, "wb") as f:
-                self.agent.save(f)
+    def rngs(self) -> dict[str, np.random.Generator]:
+        rngs = {"query": self.rng}
+        teacher_rng = getattr(self.teacher, "rng", None)
+        if isinstance(teacher_rng, np.random.Generator):
+            rngs["teacher"] = teacher_rng
+        return rngs
 
-        atomic_save(self.dir.policy, save_policy)
-        save_obs_rms(self.envs.agent_env, self.dir.obs_rms)
-        self.trainer.model.save(self.dir.checkpoints)
+    def checkpoint(self, iteration: int) -> None:
+        checkpoint.save(self.dir.checkpoints, iteration, self.agent, self.trainer, self.rngs())
+
+    def restore(self) -> int:
+        """Load the newest checkpoint of a resumed run; returns the next iteration.
+
+        Labels and queries need no restoring: they are in the store, committed one by one.
+        Queries asked but not answered before the stop are answered first (a simulated
+        teacher) or stay pending for the viewer (a person) — never asked again.
+        """
+        self.metrics = list(self.dir.read_metrics())
+        path = self.dir.latest_checkpoint()
+        if path is not None:
+            state = checkpoint.load_state(path)
+            load_policy(self.agent, path / "policy.zip")
+            self.agent.num_timesteps = state.timesteps
+            self.bar.update(state.timesteps)
+            load_obs_rms(self.envs.agent_env, path / "obs_rms.npz")
+            self.trainer.model.load_weights(path)
+            checkpoint.restore_trainer(self.trainer, path, state.trainer)
+            for name, gen in self.rngs().items():
+                if name in state.rng_states:
+                    gen.bit_generator.state = state.rng_states[name]
+            self.metrics = [m for m in self.metrics if int(m["iteration"]) <= state.iteration]
+            if bool(self.trainer.model.fitted):
+                self.envs.learned.set_reward_fn(self.trainer.model.reward)
+        if self.teacher.synchronous:
+            pending = self.store.pending_queries()
+            if pending:
+                ids = sorted({i for q in pending for i in (q.clip_a, q.clip_b)})
+                self.clips.update({c.id: c for c in self.store.get_clips(ids)})
+                self.teacher.ask(self.store, pending, self.clips)
+        return 0 if path is None else state.iteration + 1
 
     def record(self, iteration: int, stats: FitStats | None, eval_return: float | None,
                seconds: float) -> dict[str, Any]:
@@ -212,11 +342,16 @@ class Run:
 
 def run(cfg: Config, *, teacher: Teacher | None = None, strategy: QueryStrategy | None = None,
         score: ScoreFn | None = None, force: bool = False, progress: bool = True,
+        resume: bool = False,
         on_iteration: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
     """Train an agent from preferences as ``cfg`` says; returns where the run lives and how
-    it did. Swap in a teacher, a query strategy or a scoring function by argument."""
+    it did. Swap in a teacher, a query strategy or a scoring function by argument.
+
+    ``resume=True`` continues the run in ``cfg.run_dir`` from its newest checkpoint (see
+    ``resume_config``). Ctrl-C or SIGTERM saves a checkpoint and raises ``Interrupted``.
+    """
     r = Run(cfg, teacher=teacher, strategy=strategy, score=score, force=force,
-            progress=progress)
+            progress=progress, resume=resume)
     lp = cfg.loop
     print(f"rlhf: run directory {r.dir.path}", flush=True)
     schedule = label_schedule(lp.total_labels, lp.initial_label_fraction, lp.iterations,
@@ -225,33 +360,84 @@ def run(cfg: Config, *, teacher: Teacher | None = None, strategy: QueryStrategy 
     rollout_size = _rollout_size(r.agent)
     rollouts = max(1, lp.total_timesteps // rollout_size)
     ends = [(i * rollouts) // lp.iterations * rollout_size for i in range(lp.iterations + 1)]
-    eval_return = math.nan
+    eval_return, done = math.nan, -1
+    previous_sigterm = _sigterm_raises_interrupt()
     try:
-        t0 = time.perf_counter()
-        rollout(r.agent, r.envs.agent_env, lp.initial_timesteps)  # early behaviour
-        r.ask(schedule[0], iteration=0)
-        stats = r.fit()
-        row = r.record(0, stats, None, time.perf_counter() - t0)
-        for it in range(1, lp.iterations + 1):
+        start = r.restore() if resume else 0
+        done = start - 1
+        if start == 0:
             t0 = time.perf_counter()
+            rollout(r.agent, r.envs.agent_env, lp.initial_timesteps)  # early behaviour
+            r.ask(schedule[0] - r.store.queries_in_iteration(0), iteration=0)
+            stats = r.first_fit(schedule[0])
+            r.checkpoint(0)
+            r.record(0, stats, None, time.perf_counter() - t0)
+            done = 0
+        for it in range(max(start, 1), lp.iterations + 1):
+            t0 = time.perf_counter()
+            r.last_fit = None
             if ends[it] > r.agent.num_timesteps:
                 r.train_agent(ends[it] - r.agent.num_timesteps)
-            r.ask(schedule[it], iteration=it)
-            stats = r.fit()
+            r.ask(schedule[it] - r.store.queries_in_iteration(it), iteration=it)
+            if r.asynchronous:
+                r.refit_if_due()  # as during training: only once enough new labels landed
+            else:
+                r.fit()
+            stats = r.last_fit  # None if the reward model was not refitted this iteration
             last = it == lp.iterations
             every = cfg.eval.every
             eval_return = (r.evaluate() if last or (every and it % every == 0) else None)
-            r.checkpoint()
+            r.checkpoint(it)
             row = r.record(it, stats, eval_return, time.perf_counter() - t0)
+            done = it
             if on_iteration is not None:
                 on_iteration(row)
+        if eval_return is None or math.isnan(eval_return):  # resumed after the last eval
+            eval_return = r.evaluate()
         status = r.dir.read_status()
         r.dir.write_status({**status, "finished": True})
-        return RunResult(r.dir.path, int(r.agent.num_timesteps), row["labels"],
-                         float(eval_return if eval_return is not None else math.nan),
-                         r.metrics)
+        return RunResult(r.dir.path, int(r.agent.num_timesteps), r.store.counts()["labels"],
+                         float(eval_return), r.metrics)
+    except KeyboardInterrupt:
+        # Ctrl-C or SIGTERM: keep what the agent learned since the last iteration; labels
+        # are already in the store. Resume continues the interrupted iteration.
+        if done >= 0:
+            # A rollout cut short never reached the policy: count only whole ones, so the
+            # resumed run still ends exactly on its timestep budget.
+            r.agent.num_timesteps -= r.agent.num_timesteps % rollout_size
+            r.checkpoint(done)
+        raise Interrupted(r.dir.path) from None
     finally:
+        with contextlib.suppress(ValueError):  # ValueError: not the main thread
+            signal.signal(signal.SIGTERM, previous_sigterm)
         r.close()
+
+
+def resume_config(run_dir: str | Path, overrides: list[str] | None = None) -> Config:
+    """The config a run was started with (from its directory), for ``run(resume=True)``.
+    Overrides (e.g. a larger ``loop.total_timesteps``) apply on top."""
+    from rlhf.config import load_config
+
+    path = RunDir.open(run_dir).config
+    cfg = load_config(path, overrides)
+    cfg.run_dir = str(run_dir)
+    return cfg
+
+
+def _sigterm_raises_interrupt() -> Any:
+    """Make SIGTERM behave like Ctrl-C (main thread only); returns the previous handler."""
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        return signal.getsignal(signal.SIGTERM)
+
+
+def _trainable(counts: dict[str, int]) -> int:
+    """Labels the reward model can learn from (skips are not)."""
+    return counts["labels"] - counts["skipped"]
 
 
 def _rollout_size(agent: BaseAlgorithm) -> int:

@@ -68,12 +68,23 @@ def candidate_pairs(n_clips: int, n_pairs: int, rng: np.random.Generator) -> np.
 
 
 def select_pairs(strategy: QueryStrategy, member_returns: np.ndarray, n: int,
-                 candidates: int, rng: np.random.Generator) -> np.ndarray:
-    """Pick n pairs (n, 2) of indices into a pool of C clips.
+                 candidates: int, rng: np.random.Generator,
+                 exclude: set[tuple[int, int]] | frozenset = frozenset()) -> np.ndarray:
+    """Pick up to n distinct pairs (n, 2) of indices into a pool of C clips.
 
     member_returns: (M, C) predicted return of every pool clip under every member.
+    exclude: pool-index pairs (either order) that must not be asked again.
     """
     pool = candidate_pairs(member_returns.shape[1], max(n * candidates, n), rng)
+    # Drop repeats (in either order) and excluded pairs, keeping the first occurrence.
+    key = np.sort(pool, axis=1)
+    _, first = np.unique(key, axis=0, return_index=True)
+    keep = np.zeros(len(pool), bool)
+    keep[first] = True
+    if exclude:
+        banned = {(min(a, b), max(a, b)) for a, b in exclude}
+        keep &= np.array([(int(a), int(b)) not in banned for a, b in key])
+    pool = pool[keep]
     if isinstance(strategy, RandomQueries):
         return pool[:n]
     s = strategy.scores(member_returns[:, pool[:, 0]], member_returns[:, pool[:, 1]])

@@ -8,9 +8,12 @@
       status.json            progress: timesteps, iteration, latest return and accuracy
       metrics.csv            one row per iteration
       checkpoints/
-        policy.zip           SB3's own format
-        obs_rms.npz          observation normalisation (if used)
-        reward_model.safetensors, reward_model.json
+        LATEST               the name of the newest complete checkpoint
+        it-NNNNN-TTTTTTTTTT/ after iteration N at T timesteps (the two newest are kept):
+          policy.zip         SB3's own format, loaded parameters-only
+          obs_rms.npz        observation normalisation (if used)
+          reward_model.safetensors, reward_model.json
+          trainer.safetensors, state.json   optimiser, RNG states, progress
       tb/                    TensorBoard logs
 """
 
@@ -19,6 +22,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,9 +31,24 @@ from typing import Any
 from rlhf.config import Config, ConfigError, save_config
 from rlhf.io import atomic_write_text
 
+LATEST = "LATEST"
+
 
 class RunDirError(RuntimeError):
     """A run directory is missing, incomplete, or would be overwritten."""
+
+
+class CheckpointError(RunDirError):
+    """A checkpoint is missing or corrupt."""
+
+
+class Interrupted(Exception):
+    """A run stopped by Ctrl-C or SIGTERM, after saving a checkpoint."""
+
+    def __init__(self, run_dir: Path):
+        super().__init__(f"interrupted; checkpoint saved. Resume with: rlhf train --resume "
+                         f"{run_dir}")
+        self.run_dir = run_dir
 
 
 @dataclass(frozen=True)
@@ -56,13 +75,16 @@ class RunDir:
     def checkpoints(self) -> Path:
         return self.path / "checkpoints"
 
-    @property
-    def policy(self) -> Path:
-        return self.checkpoints / "policy.zip"
-
-    @property
-    def obs_rms(self) -> Path:
-        return self.checkpoints / "obs_rms.npz"
+    def latest_checkpoint(self) -> Path | None:
+        """The newest complete checkpoint directory (``checkpoints/LATEST``), or None."""
+        pointer = self.checkpoints / LATEST
+        if not pointer.exists():
+            return None
+        path = self.checkpoints / pointer.read_text().strip()
+        if not (path / "state.json").is_file():
+            raise CheckpointError(f"{pointer} names {path.name}, which is incomplete or "
+                                  "missing; the run directory was changed outside rlhf")
+        return path
 
     @property
     def tensorboard(self) -> Path:
@@ -74,11 +96,7 @@ class RunDir:
 
         Refuses an existing non-empty directory unless ``force``.
         """
-        if cfg.run_dir:
-            path = Path(cfg.run_dir)
-        else:
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            path = Path("runs") / f"{cfg.name}-s{cfg.seed}-{stamp}"
+        path = Path(cfg.run_dir) if cfg.run_dir else cls.default_path(cfg)
         if path.exists() and any(path.iterdir()) and not force:
             raise RunDirError(f"{path}: run directory already exists; use --resume {path} to "
                               "continue it, or --force to start over there")
@@ -91,6 +109,11 @@ class RunDir:
         run.checkpoints.mkdir(exist_ok=True)
         save_config(cfg, run.config)
         return run
+
+    @staticmethod
+    def default_path(cfg: Config) -> Path:
+        """``runs/<name>-s<seed>-<YYYYmmdd-HHMMSS>``."""
+        return Path("runs") / f"{cfg.name}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
 
     @classmethod
     def open(cls, path: str | Path) -> RunDir:
@@ -126,8 +149,20 @@ class RunDir:
         writer.writerows(rows)
         atomic_write_text(self.metrics, buf.getvalue())
 
-    def read_metrics(self) -> list[dict[str, str]]:
+    def read_metrics(self) -> list[dict[str, Any]]:
+        """metrics.csv rows, numbers parsed (an empty cell is NaN)."""
         if not self.metrics.exists():
             return []
         with open(self.metrics, newline="") as f:
-            return list(csv.DictReader(f))
+            return [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def _number(text: str) -> Any:
+    if text == "":
+        return math.nan
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text

@@ -11,9 +11,11 @@ beside it.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import sqlite3
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -111,6 +113,9 @@ class Store:
             self.db.execute("PRAGMA foreign_keys=ON")
             self._check_or_create(create)
         except sqlite3.DatabaseError as e:
+            if "disk" in str(e):  # 'disk I/O error', 'database or disk is full'
+                raise StoreError(f"{self.path}: cannot open the store: {e} (is the disk full?); "
+                                 "its contents are intact") from None
             raise StoreError(f"{self.path}: not a readable rlhf store ({e}); "
                              "it may be corrupt: restore it from a copy") from None
 
@@ -148,7 +153,7 @@ class Store:
         self.close()
 
     def transaction(self) -> _Transaction:
-        return _Transaction(self.db)
+        return _Transaction(self.db, self.path)
 
     # -- meta ----------------------------------------------------------------------------
 
@@ -216,6 +221,20 @@ class Store:
             raise StoreError(f"no query with id {query_id} in {self.path}")
         return Query(*row)
 
+    def asked_pairs(self, clip_ids: list[int]) -> list[tuple[int, int]]:
+        """(clip_a, clip_b) of every query among ``clip_ids``."""
+        if len(clip_ids) < 2:
+            return []
+        marks = ",".join("?" * len(clip_ids))
+        return [(a, b) for a, b in self.db.execute(
+            f"SELECT clip_a, clip_b FROM queries WHERE clip_a IN ({marks}) "
+            f"AND clip_b IN ({marks})", [*clip_ids, *clip_ids])]
+
+    def queries_in_iteration(self, iteration: int) -> int:
+        """How many queries were asked at ``iteration`` (a resumed run asks only the rest)."""
+        return int(self.db.execute("SELECT COUNT(*) FROM queries WHERE iteration=?",
+                                   (iteration,)).fetchone()[0])
+
     _EFFECTIVE = """
         SELECT l.* FROM labels l
         WHERE l.choice != 'retract'
@@ -249,11 +268,6 @@ class Store:
                 (query_id, choice, teacher, time.time(),
                  None if shown_swapped is None else int(shown_swapped), response_time))
             return cur.lastrowid
-
-    def add_labels(self, answers: list[tuple[int, str]], teacher: str) -> None:
-        """Labels from a simulated teacher, each in its own transaction like a person's."""
-        for query_id, choice in answers:
-            self.add_label(query_id, choice, teacher)
 
     def retract(self, label_id: int, teacher: str) -> int:
         """Take a label back (undo) by appending a retraction; nothing is deleted."""
@@ -301,15 +315,137 @@ class Store:
             "label_events": one("SELECT COUNT(*) FROM labels"),
         }
 
+    # -- claims: which viewer is showing which query ---------------------------------------
+    #
+    # A viewer claims a query before showing it, for ``lease`` seconds, and renews its claims
+    # while it runs. Picking and claiming happen in one BEGIN IMMEDIATE transaction, so two
+    # viewers never get the same query at once; a crashed viewer's claims simply expire.
+
+    # A query is pending while no label on it stands (a non-retraction nobody retracted).
+    _PENDING = """NOT EXISTS (SELECT 1 FROM labels l WHERE l.query_id = q.id
+                  AND l.choice != 'retract'
+                  AND NOT EXISTS (SELECT 1 FROM labels r WHERE r.retracts = l.id))"""
+
+    def claim_next_query(self, viewer: str, lease: float,
+                         exclude: Sequence[int] = ()) -> Query | None:
+        """Claim the oldest pending query that no other viewer holds, for ``lease`` seconds.
+
+        ``exclude``: query ids this viewer already holds and does not want again. Returns
+        None when no such query is waiting.
+        """
+        now = time.time()
+        skip = [int(i) for i in exclude]
+        not_in = f"AND q.id NOT IN ({','.join('?' * len(skip))})" if skip else ""
+        with self.transaction():
+            row = self.db.execute(
+                "SELECT q.id, q.clip_a, q.clip_b, q.iteration FROM queries q "
+                "WHERE (q.claimed_by IS NULL OR q.claimed_by = ? OR q.claimed_until IS NULL "
+                "OR q.claimed_until <= ?) "
+                f"{not_in} AND {self._PENDING} ORDER BY q.id LIMIT 1",
+                (viewer, now, *skip)).fetchone()
+            if row is None:
+                return None
+            self.db.execute("UPDATE queries SET claimed_by=?, claimed_until=? WHERE id=?",
+                            (viewer, now + lease, row[0]))
+        return Query(*row)
+
+    def renew_claims(self, viewer: str, lease: float) -> None:
+        """Extend every claim ``viewer`` holds to ``lease`` seconds from now (a heartbeat)."""
+        with self.transaction():
+            self.db.execute("UPDATE queries SET claimed_until=? WHERE claimed_by=?",
+                            (time.time() + lease, viewer))
+
+    def release_claims(self, viewer: str, query_ids: Sequence[int] | None = None) -> None:
+        """Give back ``viewer``'s claims (all of them, or those on ``query_ids``)."""
+        sql = "UPDATE queries SET claimed_by=NULL, claimed_until=NULL WHERE claimed_by=?"
+        args: list[object] = [viewer]
+        if query_ids is not None:
+            ids = [int(i) for i in query_ids]
+            if not ids:
+                return
+            sql += f" AND id IN ({','.join('?' * len(ids))})"
+            args += ids
+        with self.transaction():
+            self.db.execute(sql, args)
+
+    def claim_holders(self) -> dict[str, float]:
+        """Viewers holding live claims on pending queries -> their latest claimed_until."""
+        rows = self.db.execute(
+            "SELECT q.claimed_by, MAX(q.claimed_until) FROM queries q WHERE q.claimed_by "
+            f"IS NOT NULL AND q.claimed_until > ? AND {self._PENDING} GROUP BY q.claimed_by",
+            (time.time(),))
+        return {r[0]: float(r[1]) for r in rows}
+
+    def add_viewer_label(self, query_id: int, choice: str, teacher: str,
+                         shown_swapped: bool | None = None,
+                         response_time: float | None = None) -> int | None:
+        """A viewer's answer, committed before this returns; None if not stored because the
+        query already has a standing label (another viewer answered it first).
+
+        Check and insert happen in one transaction, so a query is answered at most once
+        however many viewers show it. The query's claim is released.
+        """
+        if choice not in CHOICES:
+            raise StoreError(f"label choice must be one of {CHOICES}, got {choice!r}")
+        with self.transaction():
+            row = self.db.execute(f"SELECT {self._PENDING} FROM queries q WHERE q.id=?",
+                                  (query_id,)).fetchone()
+            if row is None:
+                raise StoreError(f"cannot label query {query_id}: no such query in {self.path}")
+            if not row[0]:
+                return None
+            cur = self.db.execute(
+                "INSERT INTO labels (query_id, choice, teacher, created, shown_swapped, "
+                "response_time) VALUES (?, ?, ?, ?, ?, ?)",
+                (query_id, choice, teacher, time.time(),
+                 None if shown_swapped is None else int(shown_swapped), response_time))
+            # Answered: the claim has done its job (an undo claims the query again).
+            self.db.execute("UPDATE queries SET claimed_by=NULL, claimed_until=NULL "
+                            "WHERE id=?", (query_id,))
+            return cur.lastrowid
+
+    def undo_label(self, label_id: int, teacher: str, viewer: str, lease: float) -> Query:
+        """Retract a label (appending, deleting nothing) and claim its query for ``viewer``,
+        in one transaction, so no other viewer can take the query in between."""
+        with self.transaction():
+            row = self.db.execute(
+                "SELECT l.query_id FROM labels l WHERE l.id=? AND l.choice != 'retract' AND "
+                "NOT EXISTS (SELECT 1 FROM labels r WHERE r.retracts = l.id)",
+                (label_id,)).fetchone()
+            if row is None:
+                raise StoreError(f"cannot undo label {label_id}: no such standing label")
+            self.db.execute(
+                "INSERT INTO labels (query_id, choice, teacher, created, retracts) "
+                "VALUES (?, 'retract', ?, ?, ?)", (row[0], teacher, time.time(), label_id))
+            self.db.execute("UPDATE queries SET claimed_by=?, claimed_until=? WHERE id=?",
+                            (viewer, time.time() + lease, row[0]))
+        return self.get_query(row[0])
+
 
 class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT (or ROLLBACK on error) on an autocommit connection."""
+    """BEGIN IMMEDIATE ... COMMIT (or ROLLBACK on error) on an autocommit connection.
 
-    def __init__(self, db: sqlite3.Connection):
-        self.db = db
+    A database error (a full disk, a locked or damaged file) rolls the transaction back
+    and becomes a StoreError: the store keeps everything committed before it.
+    """
+
+    def __init__(self, db: sqlite3.Connection, path: Path):
+        self.db, self.path = db, path
 
     def __enter__(self) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"{self.path}: cannot write to the store: {e}") from None
 
-    def __exit__(self, exc_type: object, *rest: object) -> None:
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        try:
+            self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        except sqlite3.DatabaseError as e:
+            with contextlib.suppress(sqlite3.DatabaseError):
+                self.db.execute("ROLLBACK")
+            raise StoreError(f"{self.path}: could not save to the store ({e}); nothing of "
+                             "this change was written, earlier labels are intact") from None
+        if isinstance(exc, sqlite3.DatabaseError):
+            raise StoreError(f"{self.path}: could not save to the store ({exc}); nothing of "
+                             "this change was written, earlier labels are intact") from None

@@ -20,6 +20,7 @@ import numpy as np
 
 from rlhf.clips import Clip
 from rlhf.config import ConfigError, TeacherConfig
+from rlhf.faults import failpoint
 from rlhf.store import Query, Store
 
 ScoreFn = Callable[[Clip], np.ndarray]
@@ -84,12 +85,18 @@ class SimulatedTeacher:
         return choice
 
     def ask(self, store: Store, queries: Sequence[Query], clips: dict[int, Clip]) -> None:
-        answers = [(q.id, self.answer(clips[q.clip_a], clips[q.clip_b])) for q in queries]
-        store.add_labels(answers, teacher=self.name)
+        for i, q in enumerate(queries):  # each label committed on its own, like a person's
+            if i == len(queries) // 2:
+                failpoint("label")
+            store.add_label(q.id, self.answer(clips[q.clip_a], clips[q.clip_b]), self.name)
 
 
 class HumanTeacher:
-    """A person answering in the viewer (``rlhf label RUN_DIR``): queries wait in the store."""
+    """A person answering in the viewer (``rlhf label RUN_DIR``): queries wait in the store.
+
+    ``ask`` returns at once. The loop then either keeps training while labels arrive
+    (``teacher.asynchronous``, the default) or waits for every query of the batch.
+    """
 
     synchronous = False
     name = "human"

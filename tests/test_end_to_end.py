@@ -30,9 +30,12 @@ def test_rlhf_train_smoke_then_status_and_eval(tmp_path):
     assert out.returncode == 0, out.stderr
     assert f"run directory {run_dir}" in out.stdout.splitlines()[0]
     for name in ("config.yaml", "store.sqlite", "metrics.csv", "status.json",
-                 "checkpoints/policy.zip", "checkpoints/reward_model.safetensors",
-                 "checkpoints/reward_model.json"):
+                 "checkpoints/LATEST"):
         assert (run_dir / name).is_file(), name
+    latest = run_dir / "checkpoints" / (run_dir / "checkpoints/LATEST").read_text().strip()
+    for name in ("policy.zip", "reward_model.safetensors", "reward_model.json",
+                 "trainer.safetensors", "state.json"):
+        assert (latest / name).is_file(), name
     assert any((run_dir / "tb").rglob("events.out.tfevents.*"))
     with Store(run_dir / "store.sqlite") as store:
         counts = store.counts()
@@ -43,7 +46,8 @@ def test_rlhf_train_smoke_then_status_and_eval(tmp_path):
     assert status["timesteps"] == 1024 and status["finished"] is True
     assert isinstance(status["latest_eval_return"], float)
     assert 0.0 <= status["reward_model_val_accuracy"] <= 1.0
-    assert status["checkpoints"] == {"policy": True, "reward_model": True}
+    assert status["checkpoints"] == {"latest": str(latest), "policy": True,
+                                     "reward_model": True}
 
     ev = _cli("eval", str(run_dir), "--episodes", "2", "--json")
     assert ev.returncode == 0, ev.stderr

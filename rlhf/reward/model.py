@@ -13,10 +13,12 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from rlhf.io import atomic_save, atomic_write_text
+from rlhf.reward.cnn import EnsembleCNN
 from rlhf.reward.network import EnsembleMLP
 
 WEIGHTS, CONFIG = "reward_model.safetensors", "reward_model.json"
@@ -27,7 +29,9 @@ class FeatureSpec:
     """How raw observations and actions become the reward network's input vector (D,).
 
     Observations are flattened (Dict observations arrive already flattened; images are
-    scaled by 1/255); Discrete and MultiDiscrete actions are one-hot encoded.
+    scaled by 1/255); Discrete and MultiDiscrete actions are one-hot encoded. Images (uint8,
+    3-D, HWC or CHW) get a convolutional network (``make_network``), which reshapes the
+    flat pixels back into images; everything else gets an MLP.
     """
 
     obs_shape: tuple[int, ...]
@@ -58,6 +62,12 @@ class FeatureSpec:
                              "MultiDiscrete")
         return cls(obs_shape, is_image, kind, tuple(action_space.shape or ()), nvec, use_action,
                    use_next_obs)
+
+    @property
+    def channels_first(self) -> bool:
+        """Images only: (C, H, W) when the smallest axis comes first, else (H, W, C) (the
+        same rule as SB3's ``is_image_space_channels_first``)."""
+        return bool(self.obs_is_image and int(np.argmin(self.obs_shape)) == 0)
 
     @property
     def obs_dim(self) -> int:
@@ -111,7 +121,7 @@ class RewardModel(nn.Module):
         self.spec, self.members, self.hidden = spec, members, list(hidden)
         self.seed, self.clip_reward = seed, clip_reward
         gen = torch.Generator().manual_seed(seed)
-        self.net = EnsembleMLP(members, spec.in_dim, hidden, generator=gen)
+        self.net = make_network(spec, members, hidden, generator=gen)
         self.register_buffer("feat_mean", torch.zeros(spec.in_dim))
         self.register_buffer("feat_std", torch.ones(spec.in_dim))
         self.register_buffer("out_mean", torch.zeros(()))
@@ -133,6 +143,12 @@ class RewardModel(nn.Module):
         f = features.reshape(-1, features.shape[-1]).float()
         self.feat_mean.copy_(f.mean(0))
         self.feat_std.copy_(f.std(0).clamp_min(1e-3) if len(f) > 1 else torch.ones_like(f[0]))
+        if self.spec.obs_is_image:
+            # Pixels keep the usual x/255 scaling: per-pixel standardisation would blow up
+            # every pixel that happened to be constant in the sample (std clamped to 1e-3).
+            pixels = self.net.pixels
+            self.feat_mean[:pixels] = 0.0
+            self.feat_std[:pixels] = 1.0
 
     @torch.no_grad()
     def set_output_stats(self, features: torch.Tensor) -> None:
@@ -155,6 +171,9 @@ class RewardModel(nn.Module):
     def member_rewards(self, obs: np.ndarray, actions: np.ndarray,
                        next_obs: np.ndarray | None = None) -> np.ndarray:
         """(N, *obs_shape), (N, *action_shape) -> raw member rewards (M, N)."""
+        if self.spec.obs_is_image and len(obs) > IMAGE_CHUNK:  # float pixels of all N at once
+            return np.concatenate([self.member_rewards(*_rows(s, obs, actions, next_obs))
+                                   for s in range(0, len(obs), IMAGE_CHUNK)], axis=1)
         f = self.spec.features(self._tensor(obs), self._tensor(actions), self._tensor(next_obs))
         return self(f).float().cpu().numpy()
 
@@ -162,6 +181,9 @@ class RewardModel(nn.Module):
     def reward(self, obs: np.ndarray, actions: np.ndarray,
                next_obs: np.ndarray | None = None) -> np.ndarray:
         """(N, *obs_shape), (N, *action_shape) -> the agent's reward (N,) float32."""
+        if self.spec.obs_is_image and len(obs) > IMAGE_CHUNK:
+            return self.normalise(torch.as_tensor(self.member_rewards(obs, actions, next_obs),
+                                                  device=self.device)).cpu().numpy()
         f = self.spec.features(self._tensor(obs), self._tensor(actions), self._tensor(next_obs))
         return self.normalise(self(f)).cpu().numpy()
 
@@ -179,6 +201,23 @@ class RewardModel(nn.Module):
         atomic_save(directory / WEIGHTS, lambda p: save_file(tensors, str(p)))
         atomic_write_text(directory / CONFIG, json.dumps(self.config(), indent=2))
 
+    def load_weights(self, directory: str | Path) -> None:
+        """Load weights and buffers saved by ``save`` into this (same-shaped) model."""
+        directory = Path(directory)
+        try:
+            saved = json.loads((directory / CONFIG).read_text())
+            if saved.get("members") != self.members or saved.get("hidden") != self.hidden:
+                raise ValueError(f"saved ensemble {saved.get('members')}x{saved.get('hidden')} "
+                                 f"does not match the config's {self.members}x{self.hidden}")
+            state = load_file(str(directory / WEIGHTS), device=str(self.device))
+            self.load_state_dict(state)
+        except FileNotFoundError as e:
+            raise RewardModelError(f"{directory}: no reward model here ({e.filename} missing)") \
+                from None
+        except (KeyError, TypeError, ValueError, RuntimeError, OSError, SafetensorError) as e:
+            raise RewardModelError(f"{directory}: reward model files are corrupt or do not "
+                                   f"fit this run: {e}") from None
+
     @classmethod
     def load(cls, directory: str | Path, device: str | torch.device = "cpu") -> RewardModel:
         """Load from safetensors + JSON; nothing in the files is executed."""
@@ -193,10 +232,31 @@ class RewardModel(nn.Module):
         except FileNotFoundError as e:
             raise RewardModelError(f"{directory}: no reward model here ({e.filename} missing)") \
                 from None
-        except (KeyError, TypeError, ValueError, RuntimeError, OSError) as e:
+        except (KeyError, TypeError, ValueError, RuntimeError, OSError, SafetensorError) as e:
             raise RewardModelError(f"{directory}: reward model files are corrupt or from an "
                                    f"incompatible version: {e}") from None
         return model.to(device)
+
+
+def make_network(spec: FeatureSpec, members: int, hidden: list[int],
+                 generator: torch.Generator | None = None) -> EnsembleMLP | EnsembleCNN:
+    """The ensemble network for ``spec``'s inputs: a CNN for image observations (``hidden``
+    is its head after the conv trunk), an MLP for everything else."""
+    if spec.obs_is_image:
+        return EnsembleCNN(members, spec.obs_shape, spec.channels_first,  # type: ignore[arg-type]
+                           n_images=2 if spec.use_next_obs else 1,
+                           extra_dim=spec.action_dim if spec.use_action else 0, hidden=hidden,
+                           generator=generator)
+    return EnsembleMLP(members, spec.in_dim, hidden, generator=generator)
+
+
+IMAGE_CHUNK = 1024
+"""Image inputs per forward pass in the numpy conveniences (bounds the float copy of the
+pixels: 50 MB for 64x64x3 images)."""
+
+
+def _rows(start: int, *arrays: np.ndarray | None) -> list[np.ndarray | None]:
+    return [None if a is None else a[start:start + IMAGE_CHUNK] for a in arrays]
 
 
 class RewardModelError(RuntimeError):

@@ -16,16 +16,19 @@ minibatches are gathered on the device.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from rlhf.clips import Clip
 from rlhf.config import RewardConfig
+from rlhf.faults import failpoint
 from rlhf.reward.model import RewardModel
 
 
@@ -47,6 +50,24 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU multiplies bf16 in hardware (AVX512-BF16 or AMX): there bf16
+    matmuls run at about twice the fp32 rate; elsewhere they are emulated and slower."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def use_bf16(precision: str, device: torch.device) -> bool:
+    """'auto': bf16 autocast on CUDA and on CPUs with native bf16; fp32 elsewhere."""
+    if precision == "auto":
+        return device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())
+    return precision == "bf16"
 
 
 class _Grow:
@@ -71,12 +92,57 @@ class _Grow:
         return self.data[: self.n]
 
 
+# -- image observations ------------------------------------------------------------------
+# Float features of every labelled image clip would take 4x the memory of its pixels (a
+# 25-step clip of 64x64x3 images: 1.2 MB as float32), so image clips are kept as uint8 and
+# turned into float features per minibatch; scoring and statistics run over a few clips at a
+# time (IMAGE_FEATURE_BUDGET floats).
+
+IMAGE_FEATURE_BUDGET = 1 << 23
+"""Float feature values materialised at once for image clips (32 MB)."""
+
+
+def image_clip_chunk(clip_length: int, in_dim: int) -> int:
+    """Image clips per chunk within ``IMAGE_FEATURE_BUDGET``."""
+    return max(1, IMAGE_FEATURE_BUDGET // (clip_length * in_dim))
+
+
+class _PixelStore:
+    """``_Grow``'s interface for image features (C, T, D): the leading ``pixels`` values of
+    each step (x/255, unstandardised) are stored as uint8, the rest (actions) as float32;
+    ``view()[rows]`` gathers and rebuilds exactly the float features that were appended."""
+
+    def __init__(self, clip_length: int, pixels: int, in_dim: int, device: torch.device):
+        self.pixels = pixels
+        self.images = _Grow((clip_length, pixels), torch.uint8, device)
+        self.extra = _Grow((clip_length, in_dim - pixels), torch.float32, device)
+
+    @property
+    def n(self) -> int:
+        return self.images.n
+
+    def append(self, rows: torch.Tensor) -> None:
+        self.images.append((rows[..., : self.pixels] * 255.0).round_())  # exact: p/255*255
+        self.extra.append(rows[..., self.pixels:])
+
+    def view(self) -> _PixelStore:
+        return self
+
+    def __getitem__(self, rows: torch.Tensor) -> torch.Tensor:
+        pixels = self.images.view()[rows].float().div_(255.0)
+        return torch.cat([pixels, self.extra.view()[rows]], dim=-1)
+
+
 class PreferenceData:
-    """Labelled pairs resident on the device: clip features, pair rows, targets, split."""
+    """Labelled pairs resident on the device: clip features (standardised with the model's
+    fixed input statistics), pair rows, targets, validation split."""
 
     def __init__(self, model: RewardModel, clip_length: int, device: torch.device):
         self.model, self.device = model, device
-        self.features = _Grow((clip_length, model.spec.in_dim), torch.float32, device)
+        self.features: _Grow | _PixelStore = (  # image observations: uint8 (see _PixelStore)
+            _PixelStore(clip_length, model.net.pixels, model.spec.in_dim, device)
+            if model.spec.obs_is_image
+            else _Grow((clip_length, model.spec.in_dim), torch.float32, device))
         self.pairs = _Grow((2,), torch.long, device)  # rows into features
         self.mu = _Grow((), torch.float32, device)
         self.is_val = _Grow((), torch.bool, device)
@@ -105,7 +171,7 @@ class PreferenceData:
             feats = self.clip_features([clips[i] for i in new_ids])
             for j, cid in enumerate(new_ids):
                 self.row_of[cid] = self.features.n + j
-            self.features.append(feats)
+            self.features.append((feats - self.model.feat_mean) / self.model.feat_std)
         rows = torch.tensor([[self.row_of[int(a)], self.row_of[int(b)]] for a, b in pair_ids],
                             dtype=torch.long).reshape(-1, 2)
         self.pairs.append(rows)
@@ -130,10 +196,9 @@ class RewardTrainer:
         self.weight_decay = cfg.weight_decay
         self.optimizer = torch.optim.Adam(self.model.net.parameters(), lr=cfg.lr)
         self.data = PreferenceData(self.model, clip_length, self.device)
-        use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto"
-                                               and self.device.type == "cuda")
+        self.bf16 = use_bf16(cfg.precision, self.device)
         self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16)
-                         if use_bf16 else nullcontext())
+                         if self.bf16 else nullcontext())
         self.net = torch.compile(self.model.net) if cfg.compile else self.model.net
         self.fits = 0
 
@@ -152,7 +217,10 @@ class RewardTrainer:
             n = 0
         if len(mu) > n:
             if not bool(self.model.fitted):
-                feats = self.data.clip_features(list(clips.values()))
+                stats_clips = list(clips.values())
+                if self.model.spec.obs_is_image:  # only the action inputs are standardised
+                    stats_clips = stats_clips[: self._image_chunk()]
+                feats = self.data.clip_features(stats_clips)
                 self.model.set_feature_stats(feats)
             self.data.add(pair_ids[n:], mu[n:], clips, self.rng, self.cfg.val_fraction)
 
@@ -163,7 +231,6 @@ class RewardTrainer:
         m, b, _ = rows.shape
         x = self.data.features.view()[rows]  # (M, B, 2, T, D)
         x = x.reshape(m, b * 2 * self.clip_length, -1)
-        x = (x - self.model.feat_mean) / self.model.feat_std
         with self.autocast:
             r = self.net(x)  # (M, B*2*T)
         return r.float().reshape(m, b, 2, self.clip_length).sum(-1)
@@ -204,17 +271,9 @@ class RewardTrainer:
                                  device=self.device)
         else:
             boot = torch.arange(n_train, device=self.device).expand(members, n_train)
-        pairs, mu = self.data.pairs.view(), self.data.mu.view()
-        batch = min(cfg.batch_size, n_train)
-        self.model.train()
-        for _ in range(steps):
-            pos = torch.randint(n_train, (members, batch), generator=self.gen, device=self.device)
-            idx = train_idx[boot.gather(1, pos)]  # (M, B) pair indices
-            loss = self._loss(self._returns(pairs[idx]), mu[idx])
-            loss = loss.sum() + self.weight_decay * self.model.net.l2().sum()
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+        self.train_steps(steps // 2, train_idx[boot])
+        failpoint("fit")
+        self.train_steps(steps - steps // 2, train_idx[boot])
         self.model.eval()
         train_loss, train_acc = self.evaluate(train_idx)
         val_loss, val_acc = self.evaluate(val_idx)
@@ -230,6 +289,22 @@ class RewardTrainer:
             torch.cuda.synchronize(self.device)
         return FitStats(steps, train_loss, val_loss, val_acc, train_acc, self.weight_decay,
                         time.perf_counter() - t0, n_train, len(val_idx))
+
+    def train_steps(self, steps: int, member_idx: torch.Tensor) -> None:
+        """``steps`` Adam steps of the whole ensemble; member m draws its minibatches from
+        pair indices ``member_idx[m]`` (M, n): its bootstrap resample of the training set."""
+        members, n = member_idx.shape
+        pairs, mu = self.data.pairs.view(), self.data.mu.view()
+        batch = min(self.cfg.batch_size, n)
+        self.model.train()
+        for _ in range(steps):
+            pos = torch.randint(n, (members, batch), generator=self.gen, device=self.device)
+            idx = member_idx.gather(1, pos)  # (M, B) pair indices
+            loss = self._loss(self._returns(pairs[idx]), mu[idx])
+            loss = loss.sum() + self.weight_decay * self.model.net.l2().sum()
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
 
     @torch.no_grad()
     def evaluate(self, idx: torch.Tensor, chunk: int = 4096) -> tuple[float, float]:
@@ -255,6 +330,8 @@ class RewardTrainer:
     @torch.no_grad()
     def clip_member_returns(self, clips: list[Clip], chunk: int = 1024) -> np.ndarray:
         """(M, K) predicted return of each clip under each member."""
+        if self.model.spec.obs_is_image:
+            chunk = min(chunk, self._image_chunk())
         out = []
         for s in range(0, len(clips), chunk):
             f = self.data.clip_features(clips[s:s + chunk])  # (k, T, D)
@@ -267,5 +344,10 @@ class RewardTrainer:
     @torch.no_grad()
     def update_output_stats(self, clips: list[Clip]) -> None:
         """Normalise the agent's reward over the steps of recent clips."""
+        if self.model.spec.obs_is_image:
+            clips = clips[-self._image_chunk():]
         f = self.data.clip_features(clips)
         self.model.set_output_stats(f.reshape(-1, f.shape[-1]))
+
+    def _image_chunk(self) -> int:
+        return image_clip_chunk(self.clip_length, self.model.spec.in_dim)

@@ -1,0 +1,100 @@
+"""What ``rlhf label`` runs: the viewer on a run, a screenshot of it, waiting for a run to
+start (for ``rlhf train --label``)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from rlhf.config import Config, ConfigError, load_config
+from rlhf.render import ClipRenderer
+from rlhf.rundir import RunDir, RunDirError
+from rlhf.store import Store, StoreError
+
+
+class ViewerError(RuntimeError):
+    """The viewer cannot run here (e.g. no display); the message says what to do."""
+
+
+def run_config(run_dir: str | Path, overrides: Sequence[str] = ()) -> Config:
+    """The run's resolved config, with ``key.path=value`` overrides (e.g. viewer.speed=2)."""
+    run = RunDir.open(run_dir)
+    try:
+        return load_config(run.config, list(overrides))
+    except ConfigError as e:
+        raise RunDirError(f"{run.config}: {e}") from None
+
+
+def wait_for_run(run_dir: str | Path, poll: float = 0.5,
+                 say: Callable[[str], None] = print) -> None:
+    """Block until ``run_dir`` holds a config and a readable store (the trainer is
+    starting it)."""
+    said = False
+    while True:
+        run = RunDir(Path(run_dir))
+        if run.config.is_file() and run.store.is_file():
+            try:
+                Store(run.store).close()
+                return
+            except StoreError:  # created but its schema not committed yet
+                pass
+        if not said:
+            say(f"rlhf label: waiting for the run to start in {run_dir}")
+            said = True
+        time.sleep(poll)
+
+
+def label(run_dir: str | Path, overrides: Sequence[str] = (), teacher: str = "human",
+          seed: int | None = None, log: Callable[[str], None] | None = None) -> int:
+    """Open the viewer on a run until the person quits; returns labels given (and kept)."""
+    import pygame
+
+    from rlhf.viewer.app import ViewerApp
+
+    app = ViewerApp(run_dir, run_config(run_dir, overrides), teacher=teacher, seed=seed,
+                    log=log)
+    try:
+        app.open()
+    except pygame.error as e:
+        app.close()
+        raise ViewerError(f"cannot open the viewer window ({e}); run `rlhf label` where "
+                          "there is a display (or over ssh -X), or save a picture with "
+                          "--screenshot out.png") from None
+    app.run_forever()
+    return app.session.answered if app.session is not None else 0
+
+
+def screenshot(run_dir: str | Path, out: str | Path, overrides: Sequence[str] = (),
+               at: float = 0.5) -> bool:
+    """Draw the first pending pair (its frame at fraction ``at`` of the clip) and the HUD,
+    save it as a PNG at ``out``, and exit. Claims nothing, labels nothing. Returns False
+    (after saving the waiting screen) when no pair is pending."""
+    # A screenshot needs no window on screen; with no display it could not open one.
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    import pygame
+
+    from rlhf.viewer.app import ViewerApp
+    from rlhf.viewer.prepare import prepare_pair
+
+    app = ViewerApp(run_dir, run_config(run_dir, overrides), seed=0)
+    app.open(background=False)
+    try:
+        pending = app.store.pending_queries(limit=1)
+        if pending:
+            renderer = ClipRenderer(app.cfg.env)
+            try:
+                pair = prepare_pair(app.store, renderer, pending[0], False,
+                                    app.layout.frame_box)
+            finally:
+                renderer.close()
+            app.show(pair)
+            app.playback.position = at * (pair.length - 1)
+        app._refresh_status()
+        app.draw()
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        pygame.image.save(app.screen, str(out))
+        return bool(pending)
+    finally:
+        app.close()

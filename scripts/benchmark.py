@@ -1,0 +1,353 @@
+#!/usr/bin/env python
+"""Benchmarks of the reward model and its cost inside RL. Results go in BENCHMARKS.md.
+
+    python scripts/benchmark.py ceiling                 # the machine's matmul ceilings
+    python scripts/benchmark.py reward [--quick]        # batched ensemble vs per-member loop
+    python scripts/benchmark.py inference               # reward queries/s for 1-64 envs
+    python scripts/benchmark.py overhead [--steps N]    # PPO steps/s: learned vs true reward
+    python scripts/benchmark.py scaling                 # fit time as labels grow
+    python scripts/benchmark.py efficiency CONFIG [--seeds 0 1 2]   # RLHF vs true-reward PPO
+
+Every comparison is measured side by side in one process, each point the median of
+``--repeats`` runs; ratios are what to read on a shared, noisy machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from rlhf.clips import Clip  # noqa: E402
+from rlhf.config import RewardConfig  # noqa: E402
+from rlhf.reward.model import FeatureSpec, RewardModel  # noqa: E402
+from rlhf.reward.reference import ReferenceEnsemble, reference_train_step  # noqa: E402
+from rlhf.reward.trainer import RewardTrainer  # noqa: E402
+
+ACTION_DIM = {11: 3, 17: 6, 376: 17}  # Hopper, HalfCheetah, Humanoid
+
+
+def machine() -> str:
+    dev = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+    return (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch "
+            f"threads, {dev}; torch {torch.__version__}, python {platform.python_version()}")
+
+
+def timed(fn: Callable[[], None], repeats: int, sync: Callable[[], None] = lambda: None) -> float:
+    """Median seconds of ``fn`` over ``repeats`` runs, after one warm-up."""
+    fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _sync(device: torch.device) -> Callable[[], None]:
+    return (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+
+
+# -- ceilings ------------------------------------------------------------------------------
+
+
+def ceilings(device: torch.device, repeats: int = 3) -> dict[str, float]:
+    """Measured peak GFLOP/s of a large matmul (fp32; bf16), and GB/s of a device copy."""
+    out = {}
+    n = 4096 if device.type == "cuda" else 2048
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        a = torch.randn(n, n, device=device, dtype=dtype)
+        b = torch.randn(n, n, device=device, dtype=dtype)
+        k = 20 if device.type == "cuda" else 5
+        t = timed(lambda a=a, b=b, k=k: [a @ b for _ in range(k)], repeats, _sync(device))
+        out[f"matmul_{name}_gflops"] = 2 * n**3 * k / t / 1e9
+    x = torch.empty(256 * 2**20, dtype=torch.uint8, device=device)
+    y = torch.empty_like(x)
+    t = timed(lambda: y.copy_(x), repeats, _sync(device))
+    out["copy_gbps"] = 2 * x.numel() / t / 1e9
+    return out
+
+
+# -- reward model training -----------------------------------------------------------------
+
+
+def synthetic_trainer(members: int, clip_length: int, obs_dim: int, hidden: int,
+                      n_pairs: int, device: str, batch: int, seed: int = 0,
+                      precision: str = "auto") -> RewardTrainer:
+    """A trainer holding ``n_pairs`` random labelled pairs over 2 * n_pairs random clips."""
+    import gymnasium as gym
+
+    rng = np.random.default_rng(seed)
+    act_dim = ACTION_DIM.get(obs_dim, 4)
+    spec = FeatureSpec.from_spaces(gym.spaces.Box(-1, 1, (obs_dim,)),
+                                   gym.spaces.Box(-1, 1, (act_dim,)))
+    cfg = RewardConfig(ensemble=members, hidden=[hidden, hidden], device=device,
+                       batch_size=batch, precision=precision)
+    model = RewardModel(spec, members, cfg.hidden, seed=seed)
+    trainer = RewardTrainer(model, cfg, clip_length, seed=seed)
+    n_clips = min(2 * n_pairs, 4000)
+    clips = {i: Clip(obs=rng.normal(size=(clip_length, obs_dim)).astype(np.float32),
+                     actions=rng.normal(size=(clip_length, act_dim)).astype(np.float32),
+                     rewards=np.zeros(clip_length), dones=np.zeros(clip_length, bool),
+                     last_obs=np.zeros(obs_dim, np.float32), id=i) for i in range(n_clips)}
+    pairs = rng.integers(0, n_clips, (n_pairs, 2))
+    mu = rng.integers(0, 2, n_pairs).astype(np.float32)
+    trainer.sync(pairs, mu, clips)
+    return trainer
+
+
+def bench_reward_point(members: int, clip_length: int, obs_dim: int, hidden: int,
+                       device: torch.device, batch: int, repeats: int, steps: int,
+                       naive: bool = True, precision: str = "auto") -> dict[str, float]:
+    trainer = synthetic_trainer(members, clip_length, obs_dim, hidden, 2000, str(device), batch,
+                                precision=precision)
+    n = len(trainer.data)
+    boot = torch.randint(n, (members, n), device=device)
+    t_batched = timed(lambda: trainer.train_steps(steps, boot), repeats, _sync(device))
+    flops_step = 3 * trainer.model.net.flops_per_input() * members * batch * 2 * clip_length
+    row = {
+        "members": members, "clip": clip_length, "obs": obs_dim, "hidden": hidden,
+        "batch": batch,
+        "pairs_per_s": batch * steps / t_batched,
+        "member_pairs_per_s": members * batch * steps / t_batched,
+        "clip_steps_per_s": members * batch * 2 * clip_length * steps / t_batched,
+        "gflops": flops_step * steps / t_batched / 1e9,
+    }
+    if naive:
+        ref = ReferenceEnsemble(trainer.model.net).to(device)
+        opts = [torch.optim.Adam(m.parameters(), lr=1e-3) for m in ref.members]
+        feats = trainer.data.features.view()  # already standardised
+        pairs, mu = trainer.data.pairs.view(), trainer.data.mu.view()
+
+        def naive_steps() -> None:
+            for m, (member, opt) in enumerate(zip(ref.members, opts, strict=True)):
+                for _ in range(steps):
+                    idx = boot[m, torch.randint(n, (batch,), device=device)]
+                    reference_train_step(member, opt, feats, pairs, mu, idx)
+
+        t_naive = timed(naive_steps, repeats, _sync(device))
+        row["naive_pairs_per_s"] = batch * steps / t_naive
+        row["speedup"] = t_naive / t_batched
+    if device.type == "cuda":
+        row["peak_mem_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return row
+
+
+def cmd_reward(args: argparse.Namespace) -> list[dict]:
+    device = torch.device(args.device)
+    rows = []
+    grid = [(m, t, o, h) for h in args.hidden for o in args.obs for t in args.clip
+            for m in args.members]
+    for m, t, o, h in grid:
+        row = bench_reward_point(m, t, o, h, device, args.batch, args.repeats, args.steps,
+                                 naive=not args.no_naive, precision=args.precision)
+        rows.append(row)
+        print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()}),
+              flush=True)
+    return rows
+
+
+# -- inference -----------------------------------------------------------------------------
+
+
+def cmd_inference(args: argparse.Namespace) -> list[dict]:
+    device = torch.device(args.device)
+    rows = []
+    for obs_dim in args.obs:
+        trainer = synthetic_trainer(args.members[0], 25, obs_dim, args.hidden[0], 50,
+                                    str(device), 16)
+        model = trainer.model.eval()
+        act_dim = ACTION_DIM.get(obs_dim, 4)
+        for n_envs in (1, 4, 16, 64):
+            obs = np.random.default_rng(0).normal(size=(n_envs, obs_dim)).astype(np.float32)
+            act = np.zeros((n_envs, act_dim), np.float32)
+            k = 200
+            t = timed(lambda o=obs, a=act, k=k, m=model: [m.reward(o, a) for _ in range(k)],
+                      args.repeats)
+            row = {"obs": obs_dim, "members": model.members, "hidden": model.hidden[0],
+                   "envs": n_envs, "calls_per_s": k / t, "rewards_per_s": k * n_envs / t,
+                   "us_per_call": 1e6 * t / k}
+            rows.append(row)
+            print(json.dumps({k_: round(v, 2) if isinstance(v, float) else v
+                              for k_, v in row.items()}), flush=True)
+    return rows
+
+
+# -- scaling -------------------------------------------------------------------------------
+
+
+def cmd_scaling(args: argparse.Namespace) -> list[dict]:
+    device = torch.device(args.device)
+    rows = []
+    for n_labels in (100, 300, 1000, 3000, 10000):
+        trainer = synthetic_trainer(args.members[0], 50, 17, args.hidden[0], n_labels,
+                                    str(device), 64)
+        t = timed(lambda tr=trainer: tr.fit(), args.repeats, _sync(device))
+        steps = max(trainer.cfg.min_steps, math.ceil(trainer.cfg.epochs * n_labels * 0.8 / 64))
+        row = {"labels": n_labels, "fit_seconds": t, "steps": steps,
+               "seconds_per_label": t / n_labels}
+        rows.append(row)
+        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}),
+              flush=True)
+    return rows
+
+
+# -- overhead of the learned reward inside PPO ---------------------------------------------
+
+
+def cmd_overhead(args: argparse.Namespace) -> list[dict]:
+    from rlhf.agent import make_agent, make_env_stack
+    from rlhf.config import load_config
+
+    rows = []
+    for env_id in args.envs:
+        cfg = load_config(overrides=[f"env.id={env_id}", "env.n_envs=4",
+                                     "agent.kwargs.n_steps=512", "agent.kwargs.batch_size=64",
+                                     "agent.kwargs.n_epochs=10"])
+        results: dict[str, list[float]] = {"true": [], "learned": []}
+        for rep in range(args.repeats):
+            for mode in ("true", "learned"):  # alternate so drift hits both alike
+                stack = make_env_stack(cfg)
+                agent = make_agent(cfg.agent, stack.agent_env, seed=rep)
+                if mode == "learned":
+                    spec = FeatureSpec.from_spaces(stack.venv.observation_space,
+                                                   stack.venv.action_space)
+                    model = RewardModel(spec, 3, [64, 64], seed=rep)
+                    stack.learned.set_reward_fn(model.reward)
+                t0 = time.perf_counter()
+                agent.learn(args.steps)
+                results[mode].append(args.steps / (time.perf_counter() - t0))
+                stack.close()
+        true, learned = statistics.median(results["true"]), statistics.median(results["learned"])
+        row = {"env": env_id, "true_steps_per_s": true, "learned_steps_per_s": learned,
+               "ratio": learned / true, "runs": args.repeats}
+        rows.append(row)
+        print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}),
+              flush=True)
+    return rows
+
+
+# -- label efficiency: RLHF against PPO on the true reward ---------------------------------
+
+
+def cmd_efficiency(args: argparse.Namespace) -> list[dict]:
+    from rlhf.agent import eval_env, make_agent, make_env_stack
+    from rlhf.config import load_config
+    from rlhf.evaluate import true_returns
+    from rlhf.loop import run
+
+    rows = []
+    out_dir = Path(args.out)
+    for seed in args.seeds:
+        cfg = load_config(args.config, [*args.overrides, f"seed={seed}",
+                                        f"run_dir={out_dir}/{Path(args.config).stem}-rlhf-s{seed}"])
+        t0 = time.perf_counter()
+        result = run(cfg, force=True, progress=False)
+        rlhf_wall = time.perf_counter() - t0
+
+        # PPO on the true reward: same settings, same timesteps, same obs normalisation.
+        stack = make_env_stack(cfg)
+        agent = make_agent(cfg.agent, stack.agent_env, seed=seed)
+        t0 = time.perf_counter()
+        agent.learn(result.timesteps)
+        ppo_wall = time.perf_counter() - t0
+        env = eval_env(cfg, stack.agent_env)
+        ppo_return = float(true_returns(agent, env, cfg.eval.episodes).mean())
+        env.close()
+        stack.close()
+
+        # A random policy, for the normalised score.
+        rand = _random_return(cfg, cfg.eval.episodes)
+        row = {"config": args.config, "seed": seed, "labels": result.labels,
+               "timesteps": result.timesteps, "rlhf_return": result.final_return,
+               "ppo_return": ppo_return, "random_return": rand,
+               "normalised": (result.final_return - rand) / (ppo_return - rand),
+               "rlhf_wall_s": rlhf_wall, "ppo_wall_s": ppo_wall,
+               "rlhf_steps_per_s": result.timesteps / rlhf_wall,
+               "ppo_steps_per_s": result.timesteps / ppo_wall,
+               "run_dir": str(result.run_dir)}
+        rows.append(row)
+        print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}),
+              flush=True)
+    if rows:
+        med = lambda k: statistics.median(r[k] for r in rows)  # noqa: E731
+        print(json.dumps({"median_rlhf_return": med("rlhf_return"),
+                          "median_ppo_return": med("ppo_return"),
+                          "median_normalised": med("normalised"),
+                          "min_rlhf_return": min(r["rlhf_return"] for r in rows),
+                          "max_rlhf_return": max(r["rlhf_return"] for r in rows)}))
+    return rows
+
+
+def _random_return(cfg, episodes: int) -> float:
+    from rlhf.environment import make_env
+
+    env = make_env(cfg.env)
+    env.action_space.seed(cfg.seed)
+    total = []
+    for ep in range(episodes):
+        env.reset(seed=cfg.seed + 50_000 + ep)
+        ret, done = 0.0, False
+        while not done:
+            _, r, term, trunc, _ = env.step(env.action_space.sample())
+            ret += float(r)
+            done = term or trunc
+        total.append(ret)
+    env.close()
+    return float(np.mean(total))
+
+
+# -- command line --------------------------------------------------------------------------
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("what", choices=["ceiling", "reward", "inference", "scaling", "overhead",
+                                    "efficiency"])
+    p.add_argument("config", nargs="?", help="efficiency: the preset to run")
+    p.add_argument("overrides", nargs="*", help="efficiency: key.path=value overrides")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--members", type=int, nargs="+", default=[1, 3, 5, 10])
+    p.add_argument("--clip", type=int, nargs="+", default=[25, 50])
+    p.add_argument("--obs", type=int, nargs="+", default=[11, 17, 376])
+    p.add_argument("--hidden", type=int, nargs="+", default=[64, 256])
+    p.add_argument("--batch", type=int, default=64, help="pairs per member per step")
+    p.add_argument("--steps", type=int, default=5, help="training steps per timed run")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--no-naive", action="store_true")
+    p.add_argument("--envs", nargs="+", default=["Pendulum-v1", "HalfCheetah-v5"])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--out", default="runs/bench")
+    p.add_argument("--json", help="also write the rows to this file")
+    args = p.parse_args()
+    print(f"# machine: {machine()}", flush=True)
+    device = torch.device(args.device)
+    if args.what != "efficiency":
+        print("# ceilings: " + json.dumps({k: round(v, 1)
+                                           for k, v in ceilings(device).items()}), flush=True)
+    if args.what == "efficiency" and not args.config:
+        p.error("efficiency needs a CONFIG, e.g. configs/pendulum.yaml")
+    fn = {"ceiling": lambda a: [], "reward": cmd_reward, "inference": cmd_inference,
+          "scaling": cmd_scaling, "overhead": cmd_overhead, "efficiency": cmd_efficiency}
+    rows = fn[args.what](args)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
