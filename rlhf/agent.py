@@ -3,6 +3,7 @@
 The stack, from the environments up::
 
     DummyVecEnv[Monitor -> StateInInfo]    true reward, env state in info
+               (or -> FrameRecorder)        frames in info: no restorable state, a person labels
     ClipCollector                           cuts clips (sees the true reward, raw obs)
     LearnedRewardVecEnv                     reward := reward model
     VecNormalize(obs only, optional)        for the policy only; the reward model sees raw obs
@@ -25,13 +26,16 @@ from stable_baselines3 import A2C, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize
 
-from rlhf.clips import ClipCollector
+from rlhf.clips import ClipCollector, FrameSampling
 from rlhf.config import AgentConfig, Config, ConfigError
-from rlhf.environment import env_factory
+from rlhf.environment import env_factory, needs_recorded_frames
 from rlhf.io import atomic_write_bytes, atomic_write_text
 from rlhf.wrappers import LearnedRewardVecEnv
 
 ALGOS: dict[str, type[BaseAlgorithm]] = {"PPO": PPO, "A2C": A2C}
+FRAME_RNG_STREAM = 2
+"""``default_rng([seed, 2])`` draws which clips record frames (the loop's teacher uses
+stream 1), independent of the query and teacher draws."""
 ACTIVATIONS = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU, "elu": torch.nn.ELU,
                "leaky_relu": torch.nn.LeakyReLU, "gelu": torch.nn.GELU}
 
@@ -49,9 +53,22 @@ class EnvStack:
 
 
 def make_env_stack(cfg: Config, use_next_obs: bool = False) -> EnvStack:
-    venv = DummyVecEnv([env_factory(cfg.env) for _ in range(cfg.env.n_envs)])
+    """The agent's VecEnv stack (see the module docstring), seeded from ``cfg.seed``.
+
+    Where a person labels an env whose state cannot be restored, the envs render and the
+    collector records frames for ``env.frame_fraction`` of clips, drawn from its own
+    generator (seeded from ``cfg.seed``, so which clips are recorded is reproducible).
+    """
+    record_frames = needs_recorded_frames(cfg)
+    venv = DummyVecEnv([env_factory(cfg.env, record_frames=record_frames)
+                        for _ in range(cfg.env.n_envs)])
     venv.seed(cfg.seed)
-    collector = ClipCollector(venv, cfg.loop.clip_length, cfg.query.pool_size)
+    sampling = None
+    if record_frames:
+        sampling = FrameSampling(cfg.env.frame_fraction,
+                                 np.random.default_rng([cfg.seed, FRAME_RNG_STREAM]),
+                                 int(cfg.env.frame_memory_mb * 2**20))
+    collector = ClipCollector(venv, cfg.loop.clip_length, cfg.query.pool_size, sampling)
     learned = LearnedRewardVecEnv(collector, use_next_obs=use_next_obs)
     agent_env: VecEnv = learned
     if cfg.agent.normalize_obs:

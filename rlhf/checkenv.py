@@ -577,8 +577,10 @@ class _Checker:
             self.add("info", "viewer", "state replay: clips keep the env's state per step; "
                      "the viewer renders frames on demand")
         elif self.adapter is None:
+            env = self.cfg.env
             self.add("info", "viewer", "recorded frames: the state cannot be restored, so "
-                     "frames are recorded at collection for candidate clips")
+                     "frames are recorded at collection for candidate clips (env.frame_fraction "
+                     f"{env.frame_fraction:g} of clips, at most {env.frame_size} px per side)")
         else:
             self.add("info", "viewer", "state replay, but restoring does not work (see "
                      "'state' above): clips would show the wrong behaviour")

@@ -29,7 +29,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 
 from rlhf.agent import save_obs_rms
 from rlhf.faults import failpoint
-from rlhf.io import atomic_write_text, saving
+from rlhf.io import atomic_write_text, fsync_dir, saving
 from rlhf.reward.trainer import RewardTrainer
 from rlhf.rundir import LATEST, CheckpointError
 
@@ -66,8 +66,7 @@ def _save(checkpoints: Path, iteration: int, agent: BaseAlgorithm, trainer: Rewa
         save_file(trainer_tensors(trainer), str(tmp / "trainer.safetensors"))
         state = {"iteration": iteration, "timesteps": int(agent.num_timesteps),
                  "rng_states": {k: g.bit_generator.state for k, g in rngs.items()},
-                 "trainer": {"weight_decay": trainer.weight_decay, "fits": trainer.fits,
-                             "rng": trainer.rng.bit_generator.state}}
+                 "trainer": {"weight_decay": trainer.weight_decay, "fits": trainer.fits}}
         (tmp / "state.json").write_text(json.dumps(state))
         for f in tmp.iterdir():
             with open(f, "rb+") as fh:
@@ -75,17 +74,19 @@ def _save(checkpoints: Path, iteration: int, agent: BaseAlgorithm, trainer: Rewa
         # Named by iteration and timesteps: an interrupted iteration's checkpoint gets a new
         # name, so the one LATEST points to is never replaced in place.
         final = checkpoints / f"it-{iteration:05d}-{int(agent.num_timesteps):010d}"
-        if final.exists():  # nothing happened since it was written
-            shutil.rmtree(tmp)
-            return final
+        if final.exists():  # a redone iteration (after a stop): the new state wins
+            aside = checkpoints / f".old-{uuid.uuid4().hex[:8]}"
+            final.rename(aside)  # LATEST never names this one (it was never written, or
+            shutil.rmtree(aside, ignore_errors=True)  # it names an older checkpoint)
+        fsync_dir(tmp)
         tmp.rename(final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     atomic_write_text(checkpoints / LATEST, final.name + "\n")
-    for old in sorted(checkpoints.glob("it-*"))[:-KEEP]:  # the newest is LATEST's
+    for old in [p for p in sorted(checkpoints.glob("it-*")) if p != final][:-(KEEP - 1)]:
         shutil.rmtree(old, ignore_errors=True)
-    for stale in checkpoints.glob(".tmp-*"):  # left by a crash in an earlier process
+    for stale in [*checkpoints.glob(".tmp-*"), *checkpoints.glob(".old-*")]:  # crash leftovers
         shutil.rmtree(stale, ignore_errors=True)
     return final
 
@@ -136,4 +137,3 @@ def restore_trainer(trainer: RewardTrainer, path: Path, info: dict[str, Any]) ->
     trainer.optimizer.load_state_dict(sd)
     trainer.weight_decay = float(info["weight_decay"])
     trainer.fits = int(info["fits"])
-    trainer.rng.bit_generator.state = info["rng"]

@@ -16,6 +16,7 @@ import json
 import math
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from rlhf.config import ConfigError, load_config
@@ -225,7 +226,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _thread_errors(args: threading.ExceptHookArgs) -> None:
+    """A background writer (TensorBoard's, the viewer's) hitting a full disk says so in one
+    line; anything else keeps Python's full report."""
+    if isinstance(args.exc_value, OSError):
+        print(f"rlhf: error: a background writer failed: {args.exc_value}", file=sys.stderr)
+    else:
+        sys.__excepthook__(args.exc_type, args.exc_value, args.exc_traceback)
+
+
 def main(argv: list[str] | None = None) -> int:
+    threading.excepthook = _thread_errors
     parser = build_parser()
     # key=value overrides may come after options too (`rlhf train C --quiet a.b=1`).
     args, extra = parser.parse_known_args(argv)

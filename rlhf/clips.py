@@ -3,6 +3,9 @@
 The collector is a VecEnvWrapper that sits directly on the environments, *below* the
 learned-reward wrapper: it records the environment's own reward beside each step, so the
 simulated teacher and the evaluation can use it, while the reward model never does.
+
+For envs whose state cannot be restored, when a person labels, it also records frames for a
+random share of clips (``FrameSampling``); only those clips become query candidates.
 """
 
 from __future__ import annotations
@@ -71,6 +74,11 @@ class Clip:
     def with_id(self, clip_id: int) -> Clip:
         return Clip(**{**self.__dict__, "id": clip_id})
 
+    def without_frames(self) -> Clip:
+        """The same clip without its recorded frames (what the reward model and the
+        simulated teacher need; frames are only for a person)."""
+        return self if self.frames is None else Clip(**{**self.__dict__, "frames": None})
+
 
 def flatten_obs(space: gym.Space, obs: np.ndarray | dict) -> np.ndarray:
     """A batch of observations as arrays (n, *shape); Dict spaces flattened to (n, D).
@@ -85,20 +93,51 @@ def flatten_obs(space: gym.Space, obs: np.ndarray | dict) -> np.ndarray:
     return np.asarray(obs)
 
 
+@dataclass
+class FrameSampling:
+    """Which clips record frames, for envs a person labels but whose state cannot be replayed.
+
+    Each env draws, at the start of every clip, whether that clip is recorded (probability
+    ``fraction``, from ``rng``); recorded frames are kept for at most ``memory_bytes`` worth
+    of candidate clips. The VecEnv's envs must be wrapped in ``FrameRecorder``
+    (``env_factory(..., record_frames=True)``).
+    """
+
+    fraction: float
+    rng: np.random.Generator
+    memory_bytes: int = 512 * 2**20
+
+
 class ClipCollector(VecEnvWrapper):
     """Cuts fixed-length clips from every env's stream of steps.
 
     Clips never cross an episode boundary: the partial clip at an episode's end is dropped,
     and the next clip starts at the reset observation. Finished clips go into ``pool``, a
     bounded deque of the most recent clips, from which query candidates are drawn.
+
+    With ``frames`` (a person labels an env without restorable state), each env decides at
+    every clip start whether to record that clip and switches its ``FrameRecorder`` on or off
+    accordingly; recorded clips carry ``frames`` (T, H, W, 3) uint8, and only they enter the
+    pool, since a person can be shown nothing else. The pool then also holds at most
+    ``frames.memory_bytes`` of frames.
     """
 
-    def __init__(self, venv: VecEnv, clip_length: int, pool_size: int = 2000):
+    def __init__(self, venv: VecEnv, clip_length: int, pool_size: int = 2000,
+                 frames: FrameSampling | None = None):
         super().__init__(venv)
         self.clip_length = clip_length
         self.pool: collections.deque[Clip] = collections.deque(maxlen=pool_size)
         self.clips_collected = 0
+        """Clips cut so far (recorded or not)."""
+        self.clips_recorded = 0
+        """Clips cut with recorded frames."""
         self.env_steps = 0
+        self.frame_sampling = frames
+        self._recording = np.zeros(venv.num_envs, dtype=bool)
+        """Whether each env's current clip is recorded (and its FrameRecorder is on)."""
+        self._frames: list[list[np.ndarray]] = [[] for _ in range(venv.num_envs)]
+        """Frames (H, W, 3) of each env's current clip so far, while it is recorded."""
+        self._pool_capped = False
         self._space = venv.observation_space
         n, t = venv.num_envs, clip_length
         probe = flatten_obs(self._space, _sample_batch(self._space, 1))[0]
@@ -115,6 +154,7 @@ class ClipCollector(VecEnvWrapper):
         obs = self.venv.reset()
         self._last_obs = flatten_obs(self._space, obs)
         self._pos[:] = 0
+        self._start_clips(np.arange(self.num_envs))
         return obs
 
     def step_async(self, actions: np.ndarray) -> None:
@@ -134,9 +174,23 @@ class ClipCollector(VecEnvWrapper):
             if self._states is None:
                 self._states = np.zeros((self.num_envs, self.clip_length, states.shape[1]))
             self._states[envs, pos] = states
+        for i in np.flatnonzero(self._recording):
+            if "frame" not in infos[i]:
+                raise RuntimeError("recording frames needs envs wrapped in FrameRecorder "
+                                   "(env_factory(..., record_frames=True))")
+            # Taken out of info: nothing above the collector needs the pixels.
+            self._frames[i].append(infos[i].pop("frame"))
         pos += 1
         flat = flatten_obs(self._space, obs)
         for i in np.flatnonzero(pos == self.clip_length):
+            self.clips_collected += 1
+            frames = None
+            if self.frame_sampling is not None:
+                if not self._recording[i]:
+                    continue  # a person could not be shown it: not a candidate
+                frames = np.stack(self._frames[i])
+                self.clips_recorded += 1
+                self._cap_pool(frames.nbytes)
             if dones[i]:
                 terminal = infos[i]["terminal_observation"]
                 last = flatten_obs(self._space, batch_of_one(terminal))[0]
@@ -151,13 +205,37 @@ class ClipCollector(VecEnvWrapper):
                 dones=done_flags,
                 last_obs=np.asarray(last, dtype=self._obs.dtype).copy(),
                 states=None if self._states is None else self._states[i].copy(),
+                frames=frames,
                 env_step=self.env_steps + self.num_envs,
             ))
-            self.clips_collected += 1
-        pos[(pos == self.clip_length) | dones] = 0
+        starts = np.flatnonzero((pos == self.clip_length) | dones)
+        pos[starts] = 0
+        self._start_clips(starts)
         self._last_obs = flat
         self.env_steps += self.num_envs
         return obs, rewards, dones, infos
+
+    def _start_clips(self, envs: np.ndarray) -> None:
+        """Envs ``envs`` start a new clip at their next step: draw which are recorded and
+        switch their recorders, only where that changes (an ``env_method`` call each)."""
+        if self.frame_sampling is None or len(envs) == 0:
+            return
+        record = self.frame_sampling.rng.random(len(envs)) < self.frame_sampling.fraction
+        for i, flag in zip(envs.tolist(), record.tolist(), strict=True):
+            self._frames[i] = []
+            if flag != self._recording[i]:
+                self.venv.env_method("set_recording", flag, indices=[i])
+                self._recording[i] = flag
+
+    def _cap_pool(self, clip_frame_bytes: int) -> None:
+        """Keep the pool's frames within ``frames.memory_bytes``: fewer, still the most
+        recent, clips. Every clip's frames have the same size, so once is enough."""
+        if self._pool_capped or self.frame_sampling is None:
+            return
+        self._pool_capped = True
+        limit = max(2, self.frame_sampling.memory_bytes // max(1, clip_frame_bytes))
+        if self.pool.maxlen is None or limit < self.pool.maxlen:
+            self.pool = collections.deque(self.pool, maxlen=limit)
 
     def replace(self, index: int, clip: Clip) -> None:
         """Put the stored version of pool clip ``index`` (same data, with its id) back."""

@@ -38,6 +38,17 @@ class EnvConfig:
     """Parallel environments in the agent's VecEnv."""
     max_episode_steps: int | None = None
     """Override the env's time limit (fixed-horizon episodes keep length from leaking reward)."""
+    frame_fraction: float = 0.1
+    """Envs without restorable state, labelled by a person: share of clips whose frames are
+    recorded during rollouts (each env decides at the start of each clip). Only recorded
+    clips can be shown, so only they become query candidates; rendering costs a frame per
+    recorded step. Envs with restorable state never record (their clips are replayed)."""
+    frame_size: int = 128
+    """Recorded frames are downscaled (area average) to at most this many pixels on their
+    long side: a 25-step clip of 128x128 RGB frames is 1.2 MB."""
+    frame_memory_mb: float = 512.0
+    """Recorded frames kept in memory for query candidates: the candidate pool holds at most
+    this many megabytes of frames (fewer clips than ``query.pool_size`` if need be)."""
 
 
 @dataclass
@@ -328,6 +339,13 @@ def validate(cfg: Config) -> None:
     _check(cfg.env.n_envs >= 1, "env.n_envs", f"must be >= 1, got {cfg.env.n_envs}")
     m = cfg.env.max_episode_steps
     _check(m is None or m >= 1, "env.max_episode_steps", f"must be >= 1, got {m}")
+    f = cfg.env.frame_fraction
+    _check(0 < f <= 1, "env.frame_fraction",
+           f"must be in (0, 1] (share of clips recorded for a person to see), got {f}")
+    _check(cfg.env.frame_size >= 16, "env.frame_size",
+           f"must be >= 16 (pixels on a frame's long side), got {cfg.env.frame_size}")
+    _check(cfg.env.frame_memory_mb > 0, "env.frame_memory_mb",
+           f"must be > 0, got {cfg.env.frame_memory_mb}")
     r = cfg.reward
     _check(r.ensemble >= 1, "reward.ensemble", f"must be >= 1, got {r.ensemble}")
     _check(len(r.hidden) >= 1 and all(h >= 1 for h in r.hidden), "reward.hidden",

@@ -11,8 +11,9 @@ that state for one family of envs:
 - any custom env implementing ``RestorableEnv``: two methods on the unwrapped env class,
   ``get_state() -> ndarray`` and ``set_state(ndarray)`` (see docs/custom_envs.md).
 
-An env with none of these still trains; the viewer then falls back to frames recorded at
-collection.
+An env with none of these still trains. When a person labels it, the viewer falls back to
+frames recorded at collection: ``FrameRecorder`` renders, for the clips the collector picks,
+the frame before each step into ``info["frame"]`` (see ``needs_recorded_frames``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Any, Protocol, runtime_checkable
 import gymnasium as gym
 import numpy as np
 
-from rlhf.config import ConfigError, EnvConfig
+from rlhf.config import Config, ConfigError, EnvConfig
 
 # MuJoCo picks its OpenGL backend when it is first imported. GLFW needs a display; on a
 # headless Linux machine EGL works (OSMesa is often missing). Set before any env is made.
@@ -185,6 +186,86 @@ class StateInInfo(gym.Wrapper):
         return obs, reward, terminated, truncated, info
 
 
+class FrameRecorder(gym.Wrapper):
+    """While recording, puts the frame of the state *before* each step into ``info["frame"]``
+    (H, W, 3) uint8, downscaled to at most ``max_side`` pixels on its long side.
+
+    For envs whose state cannot be restored (no replay), and only for the clips a person may
+    be shown: the collector turns recording on and off per env at clip boundaries through
+    ``VecEnv.env_method("set_recording", flag, indices=[i])``. Rendering right before the
+    step, rather than after the previous one, keeps frame t on the observation the agent acted
+    on at step t even across a VecEnv's auto-reset: the reset happens between two steps, so the
+    next render shows the reset state. Not recording, a step costs one attribute check.
+
+    The env must have been made with ``render_mode="rgb_array"``.
+    """
+
+    def __init__(self, env: gym.Env, env_id: str, max_side: int):
+        super().__init__(env)
+        self.env_id = env_id
+        self.max_side = max_side
+        self.recording = False
+
+    def set_recording(self, flag: bool) -> None:
+        self.recording = bool(flag)
+
+    def step(self, action: Any):
+        if not self.recording:
+            return self.env.step(action)
+        frame = self.frame()
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        info["frame"] = frame
+        return obs, reward, terminated, truncated, info
+
+    def frame(self) -> np.ndarray:
+        """(H', W', 3) uint8 frame of the env's current state, downscaled."""
+        frame = self.env.render()
+        if (not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[-1] != 3
+                or frame.dtype != np.uint8 or frame.size == 0):
+            got = (f"an array of shape {frame.shape} and dtype {frame.dtype}"
+                   if isinstance(frame, np.ndarray) else repr(type(frame).__name__))
+            raise EnvError(f"{self.env_id}: render() in rgb_array mode returned {got}: return "
+                           "an (H, W, 3) uint8 array (a person needs frames to compare clips)")
+        return downscale_frame(frame, self.max_side)
+
+
+def downscale_frame(frame: np.ndarray, max_side: int) -> np.ndarray:
+    """(H, W, C) uint8 -> (h, w, C) uint8 with max(h, w) <= max_side, aspect ratio kept.
+
+    An area average (each output pixel is the mean of the input block it covers), which keeps
+    thin lines visible where subsampling would drop them. Frames already small enough come
+    back as a copy, so a renderer that reuses its buffer cannot change a recorded frame.
+    """
+    h, w = frame.shape[:2]
+    scale = max_side / max(h, w)
+    if scale >= 1:
+        return np.array(frame, dtype=np.uint8, copy=True)
+    out_h, out_w = max(1, round(h * scale)), max(1, round(w * scale))
+    # Block boundaries: output pixel i covers input rows [rows[i], rows[i + 1]).
+    rows = (np.arange(out_h) * h) // out_h
+    cols = (np.arange(out_w) * w) // out_w
+    sums = np.add.reduceat(np.add.reduceat(frame.astype(np.uint32), rows, axis=0), cols, axis=1)
+    counts = (np.diff(np.append(rows, h))[:, None] * np.diff(np.append(cols, w))[None, :])
+    return ((sums + counts[..., None] // 2) // counts[..., None]).astype(np.uint8)
+
+
+def needs_recorded_frames(cfg: Config) -> bool:
+    """Whether clips must carry frames recorded during rollouts: a person labels
+    (``teacher.kind: human``) and the env's state cannot be restored for replay.
+
+    A simulated teacher needs no frames, and restorable envs are replayed on demand, so both
+    never render during collection. Makes (and closes) one env to find out.
+    """
+    if cfg.teacher.kind != "human":
+        return False
+    env = make_env(cfg.env)
+    try:
+        env.reset(seed=cfg.seed)
+        return state_adapter(env) is None
+    finally:
+        env.close()
+
+
 # -- making envs from config -------------------------------------------------------------
 
 
@@ -287,9 +368,14 @@ def make_env(cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
         raise EnvError(f"{cfg.id}: making the env raised {describe_exception(e)}") from None
 
 
-def env_factory(cfg: EnvConfig, record_state: bool = True) -> Callable[[], gym.Env]:
+def env_factory(cfg: EnvConfig, record_state: bool = True,
+                record_frames: bool = False) -> Callable[[], gym.Env]:
     """A thunk for SB3's VecEnv: the env, its state in ``info`` where restorable, a Monitor,
     and a check that observations and rewards stay finite.
+
+    ``record_frames`` (see ``needs_recorded_frames``) makes the env with
+    ``render_mode="rgb_array"`` and adds a ``FrameRecorder`` (off until the collector turns
+    it on), frames at most ``cfg.frame_size`` pixels on the long side.
 
     The Monitor sits innermost so that episode returns SB3 logs are the env's true reward.
     Seeding is the VecEnv's job (``venv.seed(seed)`` seeds env i with seed + i).
@@ -297,11 +383,13 @@ def env_factory(cfg: EnvConfig, record_state: bool = True) -> Callable[[], gym.E
     from stable_baselines3.common.monitor import Monitor
 
     def thunk() -> gym.Env:
-        env = make_env(cfg)
+        env = make_env(cfg, render_mode="rgb_array" if record_frames else None)
         env = Monitor(env)
         adapter = state_adapter(env) if record_state else None
         if adapter is not None:
             env = StateInInfo(env, adapter)
+        if record_frames:
+            env = FrameRecorder(env, cfg.id, cfg.frame_size)
         return FiniteCheck(env, cfg.id)
 
     return thunk

@@ -43,7 +43,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             with open(tmp_path, "rb+") as f:
                 os.fsync(f.fileno())
             os.replace(tmp_path, path)
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
         finally:
             tmp_path.unlink(missing_ok=True)
 
@@ -63,7 +63,7 @@ def atomic_save(path: str | Path, save: Callable[[Path], None]) -> None:
         save(tmp)
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(directory, os.O_RDONLY)
         try:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.logger import configure as configure_logger
 from tqdm import tqdm
 
 from rlhf import checkpoint
@@ -40,6 +41,7 @@ from rlhf.clips import Clip
 from rlhf.config import Config, ConfigError
 from rlhf.evaluate import reward_correlation, true_returns
 from rlhf.faults import failpoint
+from rlhf.io import saving
 from rlhf.queries import STRATEGIES, QueryStrategy, RandomQueries, select_pairs
 from rlhf.reward.model import FeatureSpec, RewardModel
 from rlhf.reward.trainer import FitStats, RewardTrainer
@@ -110,22 +112,34 @@ class Run:
         self.cfg = cfg
         self.rng = np.random.default_rng(cfg.seed)
         torch.manual_seed(cfg.seed)
-        preflight(cfg)  # a broken env fails here, in one line, before a run directory exists
-        self.dir = RunDir.open(cfg.run_dir) if resume else RunDir.create(cfg, force=force)
-        self.envs: EnvStack = make_env_stack(cfg, use_next_obs=cfg.reward.use_next_obs)
-        self.agent: BaseAlgorithm = make_agent(cfg.agent, self.envs.agent_env, cfg.seed,
-                                               str(self.dir.tensorboard))
-        spec = FeatureSpec.from_spaces(self.envs.venv.observation_space,
-                                       self.envs.venv.action_space, cfg.reward.use_action,
-                                       cfg.reward.use_next_obs)
-        model = RewardModel(spec, cfg.reward.ensemble, cfg.reward.hidden, seed=cfg.seed,
-                            clip_reward=cfg.reward.clip_reward)
-        self.trainer = RewardTrainer(model, cfg.reward, cfg.loop.clip_length, seed=cfg.seed)
-        self.store = Store(self.dir.store, create=not resume)
+        # Everything a bad config can break is built before the run directory exists, so a
+        # typo fails in one line and leaves nothing behind.
+        preflight(cfg)
         self.teacher = teacher or make_teacher(
             cfg.teacher, np.random.default_rng([cfg.seed, 1]), score=score)
         self.strategy = strategy or STRATEGIES[cfg.query.strategy]()
-        self.clips: dict[int, Clip] = {}  # every stored clip of this run, by id
+        self.envs: EnvStack = make_env_stack(cfg, use_next_obs=cfg.reward.use_next_obs)
+        try:
+            self.agent: BaseAlgorithm = make_agent(cfg.agent, self.envs.agent_env, cfg.seed)
+            spec = FeatureSpec.from_spaces(self.envs.venv.observation_space,
+                                           self.envs.venv.action_space, cfg.reward.use_action,
+                                           cfg.reward.use_next_obs)
+            model = RewardModel(spec, cfg.reward.ensemble, cfg.reward.hidden, seed=cfg.seed,
+                                clip_reward=cfg.reward.clip_reward)
+            self.trainer = RewardTrainer(model, cfg.reward, cfg.loop.clip_length,
+                                         seed=cfg.seed)
+            self.dir = RunDir.open(cfg.run_dir) if resume else RunDir.create(cfg, force=force)
+        except BaseException:
+            self.envs.close()
+            raise
+        # One logger for the whole run (SB3 would make a new one, and drop what we
+        # recorded, at every learn() call): its own curves and ours under rlhf/.
+        with saving(self.dir.tensorboard):
+            self.agent.set_logger(configure_logger(str(self.dir.tensorboard), ["tensorboard"]))
+        self.store = Store(self.dir.store, create=True)  # a kill can precede its creation
+        # Every stored clip of this run, by id, without recorded frames: the reward model
+        # and teachers never need them, and they would hold ~1 MB per clip for the whole run.
+        self.clips: dict[int, Clip] = {}
         self.metrics: list[dict[str, Any]] = []
         # A person answers at their own pace: by default the agent keeps training on the
         # current reward model meanwhile (Christiano et al.), refitting as labels land.
@@ -140,13 +154,23 @@ class Run:
     def ask(self, n: int, iteration: int) -> None:
         """Select n pairs from the recent clips, store them, and have the teacher label them."""
         pool = list(self.envs.collector.pool)
-        if n <= 0 or len(pool) < 2:
+        if n <= 0:
+            return
+        if len(pool) < 2:
+            if self.store.counts()["queries"] == 0:  # nothing to pair, nothing to learn from
+                raise ConfigError(f"loop.initial_timesteps: {self.cfg.loop.initial_timesteps} "
+                                  f"steps of early behaviour gave {len(pool)} clip(s) of "
+                                  f"{self.cfg.loop.clip_length} steps; at least 2 are needed "
+                                  "to ask anything: raise loop.initial_timesteps (or lower "
+                                  "loop.clip_length)")
             return
         model_ready = bool(self.trainer.model.fitted)
         returns = (self.trainer.clip_member_returns(pool) if model_ready
                    else np.zeros((self.trainer.model.members, len(pool))))
         strategy = self.strategy if model_ready else RandomQueries()
-        asked = {(pool.index(a), pool.index(b)) for a, b in self._asked_pool_pairs(pool)}
+        # Never ask about the same pair twice: exclude pool pairs already in the store.
+        index_of = {c.id: i for i, c in enumerate(pool) if c.id is not None}
+        asked = {(index_of[a], index_of[b]) for a, b in self.store.asked_pairs(list(index_of))}
         pairs = select_pairs(strategy, returns, n, self.cfg.query.candidates, self.rng,
                              exclude=asked)
         # Store each clip once: a clip already stored (asked about before) keeps its id.
@@ -154,18 +178,13 @@ class Run:
         for i, clip in zip(new, self.store.add_clips([pool[i] for i in new]), strict=True):
             pool[i] = clip
             self.envs.collector.replace(i, clip)
-            self.clips[clip.id] = clip
+            self.clips[clip.id] = clip.without_frames()
         failpoint("ask")
         queries = self.store.add_queries([(pool[a].id, pool[b].id) for a, b in pairs],
                                          iteration)
         self.teacher.ask(self.store, queries, self.clips)
         if not self.teacher.synchronous and not self.asynchronous:
             self.wait_for_labels(lambda c: c["pending"] == 0, lambda c: c["pending"])
-
-    def _asked_pool_pairs(self, pool: list[Clip]) -> list[tuple[Clip, Clip]]:
-        """Pairs of pool clips that were asked about already (never ask a pair twice)."""
-        by_id = {c.id: c for c in pool if c.id is not None}
-        return [(by_id[a], by_id[b]) for a, b in self.store.asked_pairs(list(by_id))]
 
     def wait_for_labels(self, done: Callable[[dict[str, int]], bool],
                         missing: Callable[[dict[str, int]], int],
@@ -177,9 +196,9 @@ class Run:
             return
         self.bar.write(f"rlhf: waiting for {missing(counts)} labels; label the pairs with: "
                        f"rlhf label {self.dir.path}")
-        status = {"timesteps": int(self.agent.num_timesteps),
+        status = {**self.dir.read_status(), "timesteps": int(self.agent.num_timesteps),
                   "total_timesteps": self.cfg.loop.total_timesteps,
-                  "total_labels": self.cfg.loop.total_labels, **self.dir.read_status()}
+                  "total_labels": self.cfg.loop.total_labels}
         while not done(counts):
             n = missing(counts)
             self.bar.set_postfix_str(f"waiting for {n} labels ({counts['labels']} so far)")
@@ -229,13 +248,14 @@ class Run:
         if len(mu) == 0:
             return None
         missing = [int(i) for i in np.unique(pair_ids) if int(i) not in self.clips]
-        self.clips.update({c.id: c for c in self.store.get_clips(missing)})
+        self.clips.update({c.id: c.without_frames() for c in self.store.get_clips(missing)})
         self.trainer.sync(pair_ids, mu, self.clips)
         stats = self.trainer.fit()
         self.fitted_labels, self.last_fit = len(mu), stats
-        recent = list(self.envs.collector.pool)[-256:]
-        self.trainer.update_output_stats(recent or list(self.clips.values()))
-        self.envs.learned.set_reward_fn(self.trainer.model.reward)
+        if self.cfg.reward.normalize:
+            recent = list(self.envs.collector.pool)[-256:]
+            self.trainer.update_output_stats(recent or list(self.clips.values()))
+        self.envs.learned.set_reward_fn(self.trainer.model.reward_fn())
         return stats
 
     def train_agent(self, steps: int) -> None:
@@ -257,6 +277,8 @@ class Run:
         teacher_rng = getattr(self.teacher, "rng", None)
         if isinstance(teacher_rng, np.random.Generator):
             rngs["teacher"] = teacher_rng
+        if self.envs.collector.frame_sampling is not None:
+            rngs["frames"] = self.envs.collector.frame_sampling.rng
         return rngs
 
     def checkpoint(self, iteration: int) -> None:
@@ -284,12 +306,12 @@ class Run:
                     gen.bit_generator.state = state.rng_states[name]
             self.metrics = [m for m in self.metrics if int(m["iteration"]) <= state.iteration]
             if bool(self.trainer.model.fitted):
-                self.envs.learned.set_reward_fn(self.trainer.model.reward)
+                self.envs.learned.set_reward_fn(self.trainer.model.reward_fn())
         if self.teacher.synchronous:
             pending = self.store.pending_queries()
             if pending:
                 ids = sorted({i for q in pending for i in (q.clip_a, q.clip_b)})
-                self.clips.update({c.id: c for c in self.store.get_clips(ids)})
+                self.clips.update({c.id: c.without_frames() for c in self.store.get_clips(ids)})
                 self.teacher.ask(self.store, pending, self.clips)
         return 0 if path is None else state.iteration + 1
 
@@ -327,15 +349,16 @@ class Run:
                                "total_timesteps": self.cfg.loop.total_timesteps,
                                "total_labels": self.cfg.loop.total_labels,
                                "finished": False})
-        if getattr(self.agent, "_logger", None) is not None:  # set by the first learn()
-            for key, value in row.items():
-                if isinstance(value, (int, float)) and not math.isnan(value):
-                    self.agent.logger.record(f"rlhf/{key}", value)
+        for key, value in row.items():
+            if isinstance(value, (int, float)) and not math.isnan(value):
+                self.agent.logger.record(f"rlhf/{key}", value)
+        self.agent.logger.dump(step=row["timesteps"])
         self.bar.set_postfix(labels=counts["labels"], ret=f"{row['eval_return']:.1f}")
         return row
 
     def close(self) -> None:
         self.bar.close()
+        self.agent.logger.close()
         self.envs.close()
         self.store.close()
 
@@ -360,6 +383,10 @@ def run(cfg: Config, *, teacher: Teacher | None = None, strategy: QueryStrategy 
     rollout_size = _rollout_size(r.agent)
     rollouts = max(1, lp.total_timesteps // rollout_size)
     ends = [(i * rollouts) // lp.iterations * rollout_size for i in range(lp.iterations + 1)]
+    if rollouts < lp.iterations:
+        print(f"rlhf: note: loop.iterations ({lp.iterations}) exceeds the agent's rollouts in "
+              f"loop.total_timesteps ({rollouts} of {rollout_size} steps); "
+              f"{lp.iterations - rollouts} iterations only ask and refit", flush=True)
     eval_return, done = math.nan, -1
     previous_sigterm = _sigterm_raises_interrupt()
     try:
@@ -368,17 +395,19 @@ def run(cfg: Config, *, teacher: Teacher | None = None, strategy: QueryStrategy 
         if start == 0:
             t0 = time.perf_counter()
             rollout(r.agent, r.envs.agent_env, lp.initial_timesteps)  # early behaviour
-            r.ask(schedule[0] - r.store.queries_in_iteration(0), iteration=0)
+            r.ask(schedule[0] - r.store.counts()["queries"], iteration=0)
             stats = r.first_fit(schedule[0])
-            r.checkpoint(0)
             r.record(0, stats, None, time.perf_counter() - t0)
+            r.checkpoint(0)
             done = 0
         for it in range(max(start, 1), lp.iterations + 1):
             t0 = time.perf_counter()
             r.last_fit = None
             if ends[it] > r.agent.num_timesteps:
                 r.train_agent(ends[it] - r.agent.num_timesteps)
-            r.ask(schedule[it] - r.store.queries_in_iteration(it), iteration=it)
+            # Ask up to the schedule's running total: a resumed iteration asks only what is
+            # missing, and pairs a small pool could not supply earlier are asked now.
+            r.ask(sum(schedule[: it + 1]) - r.store.counts()["queries"], iteration=it)
             if r.asynchronous:
                 r.refit_if_due()  # as during training: only once enough new labels landed
             else:
@@ -387,8 +416,10 @@ def run(cfg: Config, *, teacher: Teacher | None = None, strategy: QueryStrategy 
             last = it == lp.iterations
             every = cfg.eval.every
             eval_return = (r.evaluate() if last or (every and it % every == 0) else None)
-            r.checkpoint(it)
+            # Metrics first: a kill between the two loses no row (resume drops rows newer
+            # than the checkpoint it continues from).
             row = r.record(it, stats, eval_return, time.perf_counter() - t0)
+            r.checkpoint(it)
             done = it
             if on_iteration is not None:
                 on_iteration(row)
@@ -406,21 +437,39 @@ def run(cfg: Config, *, teacher: Teacher | None = None, strategy: QueryStrategy 
             # resumed run still ends exactly on its timestep budget.
             r.agent.num_timesteps -= r.agent.num_timesteps % rollout_size
             r.checkpoint(done)
-        raise Interrupted(r.dir.path) from None
+        raise Interrupted(r.dir.path, checkpointed=done >= 0) from None
     finally:
         with contextlib.suppress(ValueError):  # ValueError: not the main thread
             signal.signal(signal.SIGTERM, previous_sigterm)
         r.close()
 
 
+# What a resumed run may change: how it is watched and where it computes, never what it
+# learns from (the env, the clips, the budgets and the schedule the checkpoints assume).
+RESUME_OVERRIDABLE = ("eval.", "viewer.", "teacher.asynchronous", "teacher.min_new_labels",
+                      "teacher.instructions", "reward.device", "reward.threads",
+                      "reward.compile", "reward.precision")
+
+
 def resume_config(run_dir: str | Path, overrides: list[str] | None = None) -> Config:
     """The config a run was started with (from its directory), for ``run(resume=True)``.
-    Overrides (e.g. a larger ``loop.total_timesteps``) apply on top."""
-    from rlhf.config import load_config
 
-    path = RunDir.open(run_dir).config
-    cfg = load_config(path, overrides)
+    Overrides may change only ``RESUME_OVERRIDABLE`` keys; they are written back into the
+    run's config.yaml, so a second resume sees them too.
+    """
+    from rlhf.config import load_config, save_config
+
+    run = RunDir.open(run_dir)
+    for item in overrides or []:
+        key = item.partition("=")[0].strip()
+        if not key.startswith(RESUME_OVERRIDABLE):
+            raise ConfigError(f"{key}: cannot be changed when resuming (the run's clips, "
+                              "labels and checkpoints depend on it); start a new run with "
+                              "rlhf train CONFIG instead")
+    cfg = load_config(run.config, overrides)
     cfg.run_dir = str(run_dir)
+    if overrides:
+        save_config(cfg, run.config)
     return cfg
 
 

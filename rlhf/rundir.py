@@ -23,6 +23,7 @@ import csv
 import io
 import json
 import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,9 +46,9 @@ class CheckpointError(RunDirError):
 class Interrupted(Exception):
     """A run stopped by Ctrl-C or SIGTERM, after saving a checkpoint."""
 
-    def __init__(self, run_dir: Path):
-        super().__init__(f"interrupted; checkpoint saved. Resume with: rlhf train --resume "
-                         f"{run_dir}")
+    def __init__(self, run_dir: Path, checkpointed: bool = True):
+        saved = "checkpoint saved" if checkpointed else "labels so far are saved"
+        super().__init__(f"interrupted; {saved}. Resume with: rlhf train --resume {run_dir}")
         self.run_dir = run_dir
 
 
@@ -100,10 +101,12 @@ class RunDir:
         if path.exists() and any(path.iterdir()) and not force:
             raise RunDirError(f"{path}: run directory already exists; use --resume {path} to "
                               "continue it, or --force to start over there")
-        if force and path.exists():
+        if force and path.exists():  # start over: nothing of the old run may leak in
             for name in ("store.sqlite", "store.sqlite-wal", "store.sqlite-shm", "status.json",
-                         "metrics.csv"):
+                         "metrics.csv", "config.yaml"):
                 (path / name).unlink(missing_ok=True)
+            for name in ("checkpoints", "tb"):
+                shutil.rmtree(path / name, ignore_errors=True)
         path.mkdir(parents=True, exist_ok=True)
         run = cls(path)
         run.checkpoints.mkdir(exist_ok=True)

@@ -230,11 +230,6 @@ class Store:
             f"SELECT clip_a, clip_b FROM queries WHERE clip_a IN ({marks}) "
             f"AND clip_b IN ({marks})", [*clip_ids, *clip_ids])]
 
-    def queries_in_iteration(self, iteration: int) -> int:
-        """How many queries were asked at ``iteration`` (a resumed run asks only the rest)."""
-        return int(self.db.execute("SELECT COUNT(*) FROM queries WHERE iteration=?",
-                                   (iteration,)).fetchone()[0])
-
     _EFFECTIVE = """
         SELECT l.* FROM labels l
         WHERE l.choice != 'retract'

@@ -176,11 +176,14 @@ def cmd_inference(args: argparse.Namespace) -> list[dict]:
             obs = np.random.default_rng(0).normal(size=(n_envs, obs_dim)).astype(np.float32)
             act = np.zeros((n_envs, act_dim), np.float32)
             k = 200
-            t = timed(lambda o=obs, a=act, k=k, m=model: [m.reward(o, a) for _ in range(k)],
+            fn = model.reward_fn()  # the env loop's path (NumPy on the CPU)
+            t = timed(lambda o=obs, a=act, k=k, f=fn: [f(o, a) for _ in range(k)],
                       args.repeats)
+            t_torch = timed(lambda o=obs, a=act, k=k, m=model: [m.reward(o, a)
+                                                               for _ in range(k)], args.repeats)
             row = {"obs": obs_dim, "members": model.members, "hidden": model.hidden[0],
                    "envs": n_envs, "calls_per_s": k / t, "rewards_per_s": k * n_envs / t,
-                   "us_per_call": 1e6 * t / k}
+                   "us_per_call": 1e6 * t / k, "torch_us_per_call": 1e6 * t_torch / k}
             rows.append(row)
             print(json.dumps({k_: round(v, 2) if isinstance(v, float) else v
                               for k_, v in row.items()}), flush=True)
@@ -227,7 +230,7 @@ def cmd_overhead(args: argparse.Namespace) -> list[dict]:
                     spec = FeatureSpec.from_spaces(stack.venv.observation_space,
                                                    stack.venv.action_space)
                     model = RewardModel(spec, 3, [64, 64], seed=rep)
-                    stack.learned.set_reward_fn(model.reward)
+                    stack.learned.set_reward_fn(model.reward_fn())  # as the loop does
                 t0 = time.perf_counter()
                 agent.learn(args.steps)
                 results[mode].append(args.steps / (time.perf_counter() - t0))

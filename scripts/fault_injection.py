@@ -42,7 +42,8 @@ def labels(run_dir: Path) -> set[tuple[int, str]]:
         return {(lab.query_id, lab.choice) for lab in store.labels()}
 
 
-def trial(run_dir: Path, kind: str, rng: random.Random) -> dict:
+def trial(run_dir: Path, kind: str, rng: random.Random, duration: float) -> dict:
+    """One run stopped by ``kind``, then resumed; ``duration``: an undisturbed run's seconds."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if kind.startswith("failpoint:"):
         env["RLHF_FAILPOINT"] = kind.split(":", 1)[1]
@@ -51,7 +52,7 @@ def trial(run_dir: Path, kind: str, rng: random.Random) -> dict:
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     if kind in ("kill", "term"):
-        time.sleep(rng.uniform(2.0, 12.0))
+        time.sleep(rng.uniform(1.0, 0.9 * duration))
         proc.send_signal(signal.SIGKILL if kind == "kill" else signal.SIGTERM)
     _, err = proc.communicate(timeout=600)
     before = labels(run_dir)
@@ -61,11 +62,14 @@ def trial(run_dir: Path, kind: str, rng: random.Random) -> dict:
                              text=True, timeout=600)
     tracebacks += int("Traceback" in resumed.stderr)
     after = labels(run_dir)
-    with Store(run_dir / "store.sqlite") as store:
-        counts = store.counts()
-        pairs = [tuple(sorted((q.clip_a, q.clip_b))) for q in
-                 (store.get_query(i) for i in range(1, counts["queries"] + 1))]
-    return {"kind": kind, "stopped_rc": proc.returncode, "resume_rc": resumed.returncode,
+    counts, pairs = {"labels": 0, "label_events": 0}, []
+    if (run_dir / "store.sqlite").exists():
+        with Store(run_dir / "store.sqlite") as store:
+            counts = store.counts()
+            pairs = [tuple(sorted((q.clip_a, q.clip_b))) for q in
+                     (store.get_query(i) for i in range(1, counts["queries"] + 1))]
+    return {"kind": kind, "landed": proc.returncode != 0, "stopped_rc": proc.returncode,
+            "resume_rc": resumed.returncode,
             "labels_before": len(before), "labels_lost": len(before - after),
             "labels_after": len(after), "label_events": counts["label_events"],
             "duplicate_pairs": len(pairs) - len(set(pairs)), "tracebacks": tracebacks,
@@ -118,24 +122,29 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     kinds = (["kill"] * args.kills + ["term"] * args.terms
              + [f"failpoint:{f}" for f in FAILPOINTS])
+    t0 = time.perf_counter()  # an undisturbed run, to aim the random stops inside one
+    subprocess.run([sys.executable, "-m", "rlhf.cli", "train", "configs/smoke.yaml", *RUN,
+                    "--run-dir", str(out / "undisturbed"), "--quiet", "--force"], cwd=ROOT,
+                   check=True, capture_output=True)
+    duration = time.perf_counter() - t0
     rows = []
     for i, kind in enumerate(kinds):
-        row = trial(out / f"trial-{i:02d}", kind, rng)
+        row = trial(out / f"trial-{i:02d}", kind, rng, duration)
         rows.append(row)
         print(json.dumps(row), flush=True)
     malformed = malformed_inputs(args.malformed, rng, out)
     print(json.dumps(dict(malformed)), flush=True)
+    landed = [r for r in rows if r["landed"]]
     summary = {
-        "faults_injected": dict(Counter(r["kind"].split(":")[0] + (
-            ":" + r["kind"].split(":")[1] if r["kind"].startswith("failpoint") else "")
-            for r in rows)),
-        "runs_resumed_and_finished": sum(r["finished"] for r in rows),
+        "faults_injected": dict(Counter(r["kind"] for r in landed)),
+        "faults_that_missed": len(rows) - len(landed),  # the run finished first
+        "runs_resumed_and_finished": sum(r["finished"] for r in landed),
         "runs": len(rows),
         "labels_lost": sum(r["labels_lost"] for r in rows),
         "duplicate_pairs": sum(r["duplicate_pairs"] for r in rows),
         "extra_label_events": sum(r["label_events"] - 40 for r in rows),
         "checkpoint_write_interruptions": sum(r["kind"].startswith("failpoint:checkpoint")
-                                              for r in rows),
+                                              for r in landed),
         "malformed_inputs": 2 * args.malformed,
         "uncaught_tracebacks": sum(r["tracebacks"] for r in rows)
         + malformed["config_uncaught"] + malformed["store_uncaught"],

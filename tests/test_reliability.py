@@ -196,16 +196,21 @@ def test_full_disk_while_saving_keeps_the_previous_checkpoint(smoke_run, tmp_pat
     if not _tmpfs(disk, "8m"):
         pytest.skip("mount -t tmpfs is not permitted in this sandbox")
     try:
-        run_dir = disk / "run"
-        shutil.copytree(smoke_run, run_dir)
+        run_dir = disk / "run"  # a run killed after its first iterations, on the small disk
+        killed = subprocess.run(
+            [sys.executable, "-m", "rlhf.cli", "train", "configs/smoke.yaml",
+             "loop.total_timesteps=2048", "loop.iterations=4", "loop.total_labels=40",
+             "eval.every=0", "eval.episodes=1", "--run-dir", str(run_dir), "--quiet"],
+            cwd=ROOT, capture_output=True, timeout=300,
+            env={**os.environ, "RLHF_FAILPOINT": "fit:3"})
+        assert killed.returncode == -9
         latest_before = _latest(run_dir)
         with Store(run_dir / "store.sqlite") as store:
             labels_before = store.counts()["labels"]
         # Fill the disk, then ask the run for more: its next write must fail cleanly.
         subprocess.run(["dd", "if=/dev/zero", f"of={disk / 'filler'}", "bs=64k"],
                        capture_output=True)
-        out = _cli("train", "--resume", str(run_dir), "loop.iterations=3",
-                   "loop.total_timesteps=1536", "--quiet")
+        out = _cli("train", "--resume", str(run_dir), "--quiet")
         assert out.returncode == 2, out.stderr
         assert "disk is full" in out.stderr or "full" in out.stderr
         assert "Traceback" not in out.stderr
@@ -214,8 +219,7 @@ def test_full_disk_while_saving_keeps_the_previous_checkpoint(smoke_run, tmp_pat
         (disk / "filler").unlink()
         with Store(run_dir / "store.sqlite") as store:
             assert store.counts()["labels"] >= labels_before
-        out = _cli("train", "--resume", str(run_dir), "loop.iterations=3",
-                   "loop.total_timesteps=1536", "--quiet")
+        out = _cli("train", "--resume", str(run_dir), "--quiet")
         assert out.returncode == 0, out.stderr
     finally:
         subprocess.run(["umount", str(disk)], capture_output=True)

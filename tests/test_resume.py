@@ -119,3 +119,21 @@ def test_kill_at_each_failpoint_then_resume(tmp_path, point):
     assert out.returncode == 0, out.stderr
     _check_finished(run_dir, before)
     assert not list((run_dir / "checkpoints").glob(".tmp-*"))  # the torn write was cleaned up
+
+
+def test_resume_accepts_only_safe_overrides(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = _start(run_dir)
+    _wait_for(lambda: _iteration(run_dir) >= 1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    out = subprocess.run([sys.executable, "-m", "rlhf.cli", "train", "--resume", str(run_dir),
+                          "loop.clip_length=5", "--quiet"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 2 and "loop.clip_length: cannot be changed when resuming" in \
+        out.stderr
+    out = subprocess.run([sys.executable, "-m", "rlhf.cli", "train", "--resume", str(run_dir),
+                          "eval.episodes=2", "--quiet"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "episodes: 2" in (run_dir / "config.yaml").read_text()  # kept for the next resume

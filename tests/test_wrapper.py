@@ -1,4 +1,5 @@
 import numpy as np
+import torch
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from rlhf.clips import ClipCollector
@@ -47,3 +48,26 @@ def test_without_a_reward_function_the_true_reward_passes_through(line_env_id):
     env.reset()
     _, rewards, _, infos = env.step(np.array([[0.5]], dtype=np.float32))
     assert rewards[0] == np.float32(infos[0]["true_reward"])
+
+
+def test_numpy_env_loop_path_equals_the_torch_reward():
+    import gymnasium as gym
+
+    from rlhf.reward.model import _NumpyReward
+
+    rng = np.random.default_rng(0)
+    for act_space, actions in [
+        (gym.spaces.Box(-1, 1, (2,)), rng.uniform(-1, 1, (6, 2)).astype(np.float32)),
+        (gym.spaces.Discrete(3), rng.integers(0, 3, 6)),
+        (gym.spaces.MultiDiscrete([2, 4]), rng.integers(0, 2, (6, 2))),
+    ]:
+        spec = FeatureSpec.from_spaces(gym.spaces.Box(-5, 5, (3,)), act_space,
+                                       use_next_obs=True)
+        model = RewardModel(spec, members=4, hidden=[16, 8], seed=2, clip_reward=1.5)
+        obs = rng.normal(size=(6, 3)).astype(np.float32)  # <= SMALL rows: the NumPy path
+        nxt = rng.normal(size=(6, 3)).astype(np.float32)
+        model.set_feature_stats(spec.features(*map(torch.as_tensor, (obs, actions, nxt))))
+        fn = model.reward_fn()
+        assert isinstance(fn, _NumpyReward)
+        np.testing.assert_allclose(fn(obs, actions, nxt), model.reward(obs, actions, nxt),
+                                   rtol=1e-5, atol=1e-5)

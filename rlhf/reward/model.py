@@ -7,6 +7,7 @@ Saved as safetensors (weights and buffers) plus a JSON config; never pickle.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -142,7 +143,10 @@ class RewardModel(nn.Module):
         """Fix the input standardisation from a sample of features (N, D)."""
         f = features.reshape(-1, features.shape[-1]).float()
         self.feat_mean.copy_(f.mean(0))
-        self.feat_std.copy_(f.std(0).clamp_min(1e-3) if len(f) > 1 else torch.ones_like(f[0]))
+        std = f.std(0) if len(f) > 1 else torch.ones_like(f[0])
+        # A feature (nearly) constant in early behaviour — a flag, an action never taken —
+        # keeps unit scale: dividing by its tiny spread would blow it up ~1000x once it moves.
+        self.feat_std.copy_(torch.where(std < 1e-2, torch.ones_like(std), std))
         if self.spec.obs_is_image:
             # Pixels keep the usual x/255 scaling: per-pixel standardisation would blow up
             # every pixel that happened to be constant in the sample (std clamped to 1e-3).
@@ -187,6 +191,18 @@ class RewardModel(nn.Module):
         f = self.spec.features(self._tensor(obs), self._tensor(actions), self._tensor(next_obs))
         return self.normalise(self(f)).cpu().numpy()
 
+    def reward_fn(self) -> Callable[[np.ndarray, np.ndarray, np.ndarray | None], np.ndarray]:
+        """The agent's reward as a function of the current weights, for the env loop.
+
+        On the CPU an MLP model is evaluated in NumPy from a copy of the weights (refreshed
+        by calling this again after each fit): one small batch per vector step then costs a
+        few microseconds of dispatch instead of torch's ~100 µs, which matters next to an env
+        step. Elsewhere (GPU, CNN), ``reward`` itself.
+        """
+        if self.device.type == "cpu" and isinstance(self.net, EnsembleMLP):
+            return _NumpyReward(self)
+        return self.reward
+
     # -- saving --------------------------------------------------------------------------
 
     def config(self) -> dict:
@@ -224,17 +240,16 @@ class RewardModel(nn.Module):
         directory = Path(directory)
         try:
             cfg = json.loads((directory / CONFIG).read_text())
-            spec_d = cfg["spec"]
             spec = FeatureSpec(**{k: tuple(v) if isinstance(v, list) else v
-                                  for k, v in spec_d.items()})
+                                  for k, v in cfg["spec"].items()})
             model = cls(spec, cfg["members"], cfg["hidden"], cfg["seed"], cfg["clip_reward"])
-            model.load_state_dict(load_file(str(directory / WEIGHTS)))
         except FileNotFoundError as e:
             raise RewardModelError(f"{directory}: no reward model here ({e.filename} missing)") \
                 from None
-        except (KeyError, TypeError, ValueError, RuntimeError, OSError, SafetensorError) as e:
-            raise RewardModelError(f"{directory}: reward model files are corrupt or from an "
-                                   f"incompatible version: {e}") from None
+        except (KeyError, TypeError, ValueError) as e:
+            raise RewardModelError(f"{directory}/{CONFIG} is corrupt or from an incompatible "
+                                   f"version: {e}") from None
+        model.load_weights(directory)
         return model.to(device)
 
 
@@ -257,6 +272,58 @@ pixels: 50 MB for 64x64x3 images)."""
 
 def _rows(start: int, *arrays: np.ndarray | None) -> list[np.ndarray | None]:
     return [None if a is None else a[start:start + IMAGE_CHUNK] for a in arrays]
+
+
+class _NumpyReward:
+    """``RewardModel.reward`` for an MLP, in NumPy float32, from a snapshot of the weights.
+
+    Used for batches of up to ``SMALL`` rows (one row per env: the vector-step case), where
+    torch's per-op dispatch dominates; larger batches go to the model itself, whose batched
+    matmuls are faster there (BENCHMARKS.md, inference).
+    """
+
+    SMALL = 8
+
+    def __init__(self, model: RewardModel):
+        self.model = model
+        def arr(t: torch.Tensor) -> np.ndarray:
+            return t.detach().cpu().float().numpy().copy()
+
+        self.spec = model.spec
+        self.weights = [arr(w) for w in model.net.weights]  # (M, in, out)
+        self.biases = [arr(b) for b in model.net.biases]  # (M, 1, out)
+        self.mean, self.std = arr(model.feat_mean), arr(model.feat_std)
+        self.out_mean, self.out_std = float(model.out_mean), float(model.out_std)
+        self.clip = model.clip_reward
+        self.eye = [np.eye(n, dtype=np.float32) for n in self.spec.action_nvec]
+
+    def __call__(self, obs: np.ndarray, actions: np.ndarray,
+                 next_obs: np.ndarray | None = None) -> np.ndarray:
+        """(N, *obs_shape), (N, *action_shape) -> the agent's reward (N,) float32."""
+        n = len(obs)
+        if n > self.SMALL:
+            return self.model.reward(obs, actions, next_obs)
+        parts = [np.asarray(obs, np.float32).reshape(n, -1)]
+        if self.spec.use_next_obs:
+            if next_obs is None:
+                raise ValueError("this reward model needs next observations")
+            parts.append(np.asarray(next_obs, np.float32).reshape(n, -1))
+        if self.spec.use_action:
+            if self.spec.action_kind == "box":
+                parts.append(np.asarray(actions, np.float32).reshape(n, -1))
+            else:
+                a = np.asarray(actions).reshape(n, len(self.eye)).astype(np.int64)
+                parts.extend(eye[a[:, i]] for i, eye in enumerate(self.eye))
+        x = (np.concatenate(parts, axis=1) - self.mean) / self.std  # (N, D)
+        last = len(self.weights) - 1
+        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            x = np.matmul(x, w) + b  # (N, D) @ (M, D, H) broadcasts to (M, N, H)
+            if i < last:
+                x = np.maximum(x, 0.01 * x)  # leaky ReLU, as EnsembleMLP
+        r = (x[..., 0].mean(0) - self.out_mean) / self.out_std
+        if self.clip > 0:
+            r = np.clip(r, -self.clip, self.clip)
+        return r.astype(np.float32)
 
 
 class RewardModelError(RuntimeError):

@@ -70,6 +70,25 @@ def use_bf16(precision: str, device: torch.device) -> bool:
     return precision == "bf16"
 
 
+def split_hash(pair_ids: np.ndarray, seed: int) -> np.ndarray:
+    """(N, 2) clip-id pairs -> (N,) uniform numbers in [0, 1), a fixed function of the pair.
+
+    The validation split compares these to ``val_fraction``, so a label stays on its side
+    of the split however often the data is rebuilt (a resume, an undo in the viewer):
+    labels the model trained on never leak into validation.
+    """
+    x = np.asarray(pair_ids, dtype=np.uint64).reshape(-1, 2)
+    with np.errstate(over="ignore"):  # wrap-around is the point of the hash
+        h = (x[:, 0] * np.uint64(0x9E3779B97F4A7C15)) ^ (x[:, 1] * np.uint64(0xC2B2AE3D27D4EB4F))
+        h ^= np.uint64(seed & 0xFFFFFFFF) * np.uint64(0x165667B19E3779F9)
+        h ^= h >> np.uint64(31)  # splitmix64 finaliser: every input bit moves every output bit
+        h *= np.uint64(0xBF58476D1CE4E5B9)
+        h ^= h >> np.uint64(27)
+        h *= np.uint64(0x94D049BB133111EB)
+        h ^= h >> np.uint64(31)
+    return (h >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
 class _Grow:
     """A device tensor with amortised appends along dim 0."""
 
@@ -164,7 +183,7 @@ class PreferenceData:
         return spec.features(obs, act, nxt)
 
     def add(self, pair_ids: np.ndarray, mu: np.ndarray, clips: dict[int, Clip],
-            rng: np.random.Generator, val_fraction: float) -> None:
+            seed: int, val_fraction: float) -> None:
         """Append pairs (N, 2) of clip ids with targets (N,); clips must hold every id."""
         new_ids = [int(i) for i in np.unique(pair_ids) if int(i) not in self.row_of]
         if new_ids:
@@ -176,7 +195,7 @@ class PreferenceData:
                             dtype=torch.long).reshape(-1, 2)
         self.pairs.append(rows)
         self.mu.append(torch.as_tensor(mu, dtype=torch.float32))
-        self.is_val.append(torch.as_tensor(rng.random(len(mu)) < val_fraction))
+        self.is_val.append(torch.as_tensor(split_hash(pair_ids, seed) < val_fraction))
         self.pair_ids.extend((int(a), int(b)) for a, b in pair_ids)
         self.mu_list.extend(float(m) for m in mu)
 
@@ -191,7 +210,7 @@ class RewardTrainer:
             torch.set_num_threads(cfg.threads)
         self.model = model.to(self.device)
         self.clip_length = clip_length
-        self.rng = np.random.default_rng(seed)
+        self.seed = seed
         self.gen = torch.Generator(device=self.device).manual_seed(seed)
         self.weight_decay = cfg.weight_decay
         self.optimizer = torch.optim.Adam(self.model.net.parameters(), lr=cfg.lr)
@@ -222,7 +241,7 @@ class RewardTrainer:
                     stats_clips = stats_clips[: self._image_chunk()]
                 feats = self.data.clip_features(stats_clips)
                 self.model.set_feature_stats(feats)
-            self.data.add(pair_ids[n:], mu[n:], clips, self.rng, self.cfg.val_fraction)
+            self.data.add(pair_ids[n:], mu[n:], clips, self.seed, self.cfg.val_fraction)
 
     # -- the loss ------------------------------------------------------------------------
 
