@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from stable_baselines3 import A2C, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize, unwrap_vec_normalize
 
 from rlhf.clips import ClipCollector, FrameSampling
 from rlhf.config import AgentConfig, Config, ConfigError
@@ -125,7 +125,10 @@ def load_policy(agent: BaseAlgorithm, path: Path) -> None:
 # -- observation normalisation stats, saved without pickle -------------------------------
 
 def save_obs_rms(env: VecEnv, path: Path) -> None:
-    if not isinstance(env, VecNormalize):
+    """The VecNormalize statistics anywhere in ``env``'s wrappers (SB3 may have wrapped it,
+    e.g. in VecTransposeImage), as a plain .npz; nothing if it does not normalise."""
+    env = unwrap_vec_normalize(env)
+    if env is None:
         return
     rms = env.obs_rms
     buf = io.BytesIO()
@@ -134,7 +137,8 @@ def save_obs_rms(env: VecEnv, path: Path) -> None:
 
 
 def load_obs_rms(env: VecEnv, path: Path) -> None:
-    if not isinstance(env, VecNormalize) or not path.exists():
+    env = unwrap_vec_normalize(env)
+    if env is None or not path.exists():
         return
     with np.load(path, allow_pickle=False) as d:
         env.obs_rms.mean, env.obs_rms.var = d["mean"], d["var"]

@@ -124,8 +124,10 @@ def restore_trainer(trainer: RewardTrainer, path: Path, info: dict[str, Any]) ->
     except (OSError, ValueError, RuntimeError, SafetensorError) as e:
         raise CheckpointError(f"{path}/trainer.safetensors is corrupt: {e}") from None
     torch.set_rng_state(tensors["rng.torch"])
-    trainer.gen.set_state(tensors["rng.trainer"].to(trainer.gen.device)
-                          if trainer.device.type != "cuda" else tensors["rng.trainer"])
+    try:
+        trainer.gen.set_state(tensors["rng.trainer"])
+    except RuntimeError:  # saved on another device kind (a GPU run resumed on a CPU)
+        trainer.gen.manual_seed(int(tensors["rng.trainer"].sum()))
     sd = trainer.optimizer.state_dict()
     state: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():

@@ -138,10 +138,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise RunDirError(f"{run.path}: no checkpoint yet (the run saves one after its "
                           "initial labels)")
     env = eval_env(cfg, obs_rms_path=latest / "obs_rms.npz", seed=20_000)
-    agent = make_agent(cfg.agent, env, cfg.seed)  # then parameters only: no unpickling
-    load_policy(agent, latest / "policy.zip")
-    returns = true_returns(agent, env, args.episodes, deterministic=not args.stochastic)
-    env.close()
+    try:
+        agent = make_agent(cfg.agent, env, cfg.seed)  # then parameters only: no unpickling
+        load_policy(agent, latest / "policy.zip")
+        returns = true_returns(agent, env, args.episodes, deterministic=not args.stochastic)
+    finally:
+        env.close()
     result = {"episodes": len(returns), "mean": float(returns.mean()),
               "std": float(returns.std()), "min": float(returns.min()),
               "max": float(returns.max())}
@@ -167,6 +169,13 @@ def cmd_check_env(args: argparse.Namespace) -> int:
     report = check(cfg, strict=from_file, gym_checker=not args.quick)
     print(report.format())
     return 0 if report.ok else 2
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -206,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="true return of a run's saved policy")
     e.add_argument("run_dir")
-    e.add_argument("--episodes", type=int, default=10)
+    e.add_argument("--episodes", type=_positive_int, default=10)
     e.add_argument("--stochastic", action="store_true", help="sample actions")
     e.add_argument("--json", action="store_true")
     e.set_defaults(fn=cmd_eval)

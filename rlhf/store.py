@@ -60,6 +60,7 @@ CREATE TABLE IF NOT EXISTS labels (
     retracts INTEGER REFERENCES labels(id)
 );
 CREATE INDEX IF NOT EXISTS labels_query ON labels(query_id);
+CREATE INDEX IF NOT EXISTS labels_retracts ON labels(retracts);
 """
 
 

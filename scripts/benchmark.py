@@ -58,6 +58,12 @@ def timed(fn: Callable[[], None], repeats: int, sync: Callable[[], None] = lambd
     return statistics.median(times)
 
 
+def emit(row: dict, digits: int = 2) -> None:
+    """Print one result row as a JSON line, floats rounded."""
+    print(json.dumps({k: round(v, digits) if isinstance(v, float) else v
+                      for k, v in row.items()}), flush=True)
+
+
 def _sync(device: torch.device) -> Callable[[], None]:
     return (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
 
@@ -156,8 +162,7 @@ def cmd_reward(args: argparse.Namespace) -> list[dict]:
         row = bench_reward_point(m, t, o, h, device, args.batch, args.repeats, args.steps,
                                  naive=not args.no_naive, precision=args.precision)
         rows.append(row)
-        print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()}),
-              flush=True)
+        emit(row, 2)
     return rows
 
 
@@ -185,8 +190,7 @@ def cmd_inference(args: argparse.Namespace) -> list[dict]:
                    "envs": n_envs, "calls_per_s": k / t, "rewards_per_s": k * n_envs / t,
                    "us_per_call": 1e6 * t / k, "torch_us_per_call": 1e6 * t_torch / k}
             rows.append(row)
-            print(json.dumps({k_: round(v, 2) if isinstance(v, float) else v
-                              for k_, v in row.items()}), flush=True)
+            emit(row, 2)
     return rows
 
 
@@ -204,8 +208,7 @@ def cmd_scaling(args: argparse.Namespace) -> list[dict]:
         row = {"labels": n_labels, "fit_seconds": t, "steps": steps,
                "seconds_per_label": t / n_labels}
         rows.append(row)
-        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}),
-              flush=True)
+        emit(row, 4)
     return rows
 
 
@@ -239,8 +242,7 @@ def cmd_overhead(args: argparse.Namespace) -> list[dict]:
         row = {"env": env_id, "true_steps_per_s": true, "learned_steps_per_s": learned,
                "ratio": learned / true, "runs": args.repeats}
         rows.append(row)
-        print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}),
-              flush=True)
+        emit(row, 3)
     return rows
 
 
@@ -284,8 +286,7 @@ def cmd_efficiency(args: argparse.Namespace) -> list[dict]:
                "ppo_steps_per_s": result.timesteps / ppo_wall,
                "run_dir": str(result.run_dir)}
         rows.append(row)
-        print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}),
-              flush=True)
+        emit(row, 3)
     if rows:
         med = lambda k: statistics.median(r[k] for r in rows)  # noqa: E731
         print(json.dumps({"median_rlhf_return": med("rlhf_return"),
