@@ -13,12 +13,10 @@ The stack, from the environments up::
 from __future__ import annotations
 
 import io
-import json
 import pickle
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -29,7 +27,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize, 
 from rlhf.clips import ClipCollector, FrameSampling
 from rlhf.config import AgentConfig, Config, ConfigError
 from rlhf.environment import env_factory, needs_recorded_frames
-from rlhf.io import atomic_write_bytes, atomic_write_text
+from rlhf.io import atomic_write_bytes
 from rlhf.wrappers import LearnedRewardVecEnv
 
 ALGOS: dict[str, type[BaseAlgorithm]] = {"PPO": PPO, "A2C": A2C}
@@ -157,7 +155,3 @@ def eval_env(cfg: Config, train_env: VecEnv | None = None, obs_rms_path: Path | 
         elif obs_rms_path is not None:
             load_obs_rms(venv, obs_rms_path)
     return venv
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, default=float))

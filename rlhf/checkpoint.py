@@ -100,12 +100,6 @@ def load_state(path: Path) -> CheckpointState:
         raise CheckpointError(f"{path}/state.json is corrupt: {e}") from None
 
 
-def restore_generator(state: dict[str, Any]) -> np.random.Generator:
-    gen = np.random.default_rng()
-    gen.bit_generator.state = state
-    return gen
-
-
 def trainer_tensors(trainer: RewardTrainer) -> dict[str, torch.Tensor]:
     """The reward model optimiser's state and the torch RNG states, as flat tensors."""
     out: dict[str, torch.Tensor] = {

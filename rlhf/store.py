@@ -156,16 +156,6 @@ class Store:
     def transaction(self) -> _Transaction:
         return _Transaction(self.db, self.path)
 
-    # -- meta ----------------------------------------------------------------------------
-
-    def get_meta(self, key: str, default: str | None = None) -> str | None:
-        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
-        return row[0] if row else default
-
-    def set_meta(self, key: str, value: str) -> None:
-        with self.transaction():
-            self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
-
     # -- clips ---------------------------------------------------------------------------
 
     def add_clips(self, clips: list[Clip]) -> list[Clip]:
