@@ -242,13 +242,18 @@ class Run:
             return None
         return self.fit()
 
+    def _load_clips(self, ids: np.ndarray | list[int]) -> None:
+        """Bring stored clips not yet in memory (a resumed run, a person's labels) into
+        ``self.clips``, without their frames."""
+        missing = sorted({int(i) for i in np.ravel(ids)} - self.clips.keys())
+        self.clips.update({c.id: c.without_frames() for c in self.store.get_clips(missing)})
+
     def fit(self) -> FitStats | None:
         """Refit the reward model on all labels so far; hand the new reward to the agent."""
         pair_ids, mu = self.store.preferences()
         if len(mu) == 0:
             return None
-        missing = [int(i) for i in np.unique(pair_ids) if int(i) not in self.clips]
-        self.clips.update({c.id: c.without_frames() for c in self.store.get_clips(missing)})
+        self._load_clips(pair_ids)
         self.trainer.sync(pair_ids, mu, self.clips)
         stats = self.trainer.fit()
         self.fitted_labels, self.last_fit = len(mu), stats
@@ -310,8 +315,7 @@ class Run:
         if self.teacher.synchronous:
             pending = self.store.pending_queries()
             if pending:
-                ids = sorted({i for q in pending for i in (q.clip_a, q.clip_b)})
-                self.clips.update({c.id: c.without_frames() for c in self.store.get_clips(ids)})
+                self._load_clips([i for q in pending for i in (q.clip_a, q.clip_b)])
                 self.teacher.ask(self.store, pending, self.clips)
         return 0 if path is None else state.iteration + 1
 
