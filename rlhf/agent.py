@@ -12,6 +12,7 @@ The stack, from the environments up::
 
 from __future__ import annotations
 
+import inspect
 import io
 import pickle
 import zipfile
@@ -74,9 +75,49 @@ def make_env_stack(cfg: Config, use_next_obs: bool = False) -> EnvStack:
     return EnvStack(venv, collector, learned, agent_env)
 
 
+class RunLinearSchedule:
+    """A learning rate falling linearly to 0 over a whole run of ``total`` timesteps.
+
+    SB3 calls a schedule with the progress remaining of the current ``learn()`` call, and the
+    loop calls ``learn()`` once per iteration (with ``reset_num_timesteps=False``, SB3's
+    horizon for a call is the timesteps done before it plus the call's own). The loop sets
+    ``horizon`` before each call, so the rate follows the run's progress, not the call's.
+    A single ``learn(total)`` (``horizon == total``) is SB3's own linear schedule.
+    """
+
+    def __init__(self, initial: float, total: int):
+        self.initial, self.total, self.horizon = float(initial), int(total), int(total)
+
+    def __call__(self, progress_remaining: float) -> float:
+        done = (1.0 - progress_remaining) * self.horizon
+        return self.initial * max(0.0, 1.0 - done / self.total)
+
+    def __repr__(self) -> str:
+        return f"RunLinearSchedule({self.initial}, total={self.total})"
+
+
+def set_learn_horizon(agent: BaseAlgorithm, steps: int) -> None:
+    """Before ``agent.learn(steps, reset_num_timesteps=False)``: tell a run-wide schedule
+    where this call ends (nothing to do for a constant rate)."""
+    if isinstance(agent.learning_rate, RunLinearSchedule):
+        agent.learning_rate.horizon = agent.num_timesteps + steps
+
+
 def make_agent(cfg: AgentConfig, env: VecEnv, seed: int,
-               tensorboard_log: str | None = None) -> BaseAlgorithm:
+               tensorboard_log: str | None = None,
+               total_timesteps: int | None = None) -> BaseAlgorithm:
+    """The SB3 algorithm ``cfg`` names on ``env``. ``total_timesteps``: the run's whole
+    budget, which a ``linear`` learning-rate schedule falls over."""
     kwargs = dict(cfg.kwargs)
+    if cfg.lr_schedule == "linear":
+        if total_timesteps is None:
+            raise ValueError("agent.lr_schedule linear needs the run's total_timesteps")
+        lr = kwargs.get("learning_rate", inspect.signature(ALGOS[cfg.algo])
+                        .parameters["learning_rate"].default)
+        if not isinstance(lr, (int, float)):
+            raise ConfigError("agent.lr_schedule: linear needs a number in "
+                              f"agent.kwargs.learning_rate, got {lr!r}")
+        kwargs["learning_rate"] = RunLinearSchedule(lr, total_timesteps)
     if "policy_kwargs" in kwargs:
         pk = dict(kwargs["policy_kwargs"])
         act = pk.get("activation_fn")

@@ -60,6 +60,10 @@ class AgentConfig:
     """VecNormalize on observations, for the policy only (the reward model sees raw ones)."""
     kwargs: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments for the SB3 algorithm (n_steps, learning_rate, policy_kwargs, ...)."""
+    lr_schedule: Literal["constant", "linear"] = "constant"
+    """``linear``: the learning rate falls from ``kwargs.learning_rate`` to 0 over the whole
+    run's ``loop.total_timesteps`` (RL Zoo's ``lin_`` schedules), across the loop's many
+    ``learn()`` calls; the final policy then changes little in its last iterations."""
 
 
 @dataclass

@@ -35,6 +35,7 @@ from rlhf.agent import (
     make_agent,
     make_env_stack,
     rollout,
+    set_learn_horizon,
 )
 from rlhf.checkenv import preflight
 from rlhf.clips import Clip
@@ -120,7 +121,8 @@ class Run:
         self.strategy = strategy or STRATEGIES[cfg.query.strategy]()
         self.envs: EnvStack = make_env_stack(cfg, use_next_obs=cfg.reward.use_next_obs)
         try:
-            self.agent: BaseAlgorithm = make_agent(cfg.agent, self.envs.agent_env, cfg.seed)
+            self.agent: BaseAlgorithm = make_agent(cfg.agent, self.envs.agent_env, cfg.seed,
+                                                   total_timesteps=cfg.loop.total_timesteps)
             spec = FeatureSpec.from_spaces(self.envs.venv.observation_space,
                                            self.envs.venv.action_space, cfg.reward.use_action,
                                            cfg.reward.use_next_obs)
@@ -267,6 +269,7 @@ class Run:
         callbacks: list[BaseCallback] = [_Progress(self.bar)]
         if self.asynchronous:
             callbacks.append(_RefitWhenLabelled(self))
+        set_learn_horizon(self.agent, steps)
         self.agent.learn(steps, reset_num_timesteps=False, callback=CallbackList(callbacks))
 
     def evaluate(self) -> float:
@@ -383,14 +386,14 @@ def run(cfg: Config, *, teacher: Teacher | None = None, strategy: QueryStrategy 
     print(f"rlhf: run directory {r.dir.path}", flush=True)
     schedule = label_schedule(lp.total_labels, lp.initial_label_fraction, lp.iterations,
                               lp.schedule_decay)
-    # Whole rollouts per iteration, spread evenly, never past the timestep budget.
     rollout_size = _rollout_size(r.agent)
     rollouts = max(1, lp.total_timesteps // rollout_size)
-    ends = [(i * rollouts) // lp.iterations * rollout_size for i in range(lp.iterations + 1)]
+    ends = iteration_ends(lp.total_timesteps, rollout_size, lp.iterations)
     if rollouts < lp.iterations:
         print(f"rlhf: note: loop.iterations ({lp.iterations}) exceeds the agent's rollouts in "
               f"loop.total_timesteps ({rollouts} of {rollout_size} steps); "
               f"{lp.iterations - rollouts} iterations only ask and refit", flush=True)
+    evaluated = set(eval_iterations(lp.iterations, cfg.eval.every))
     eval_return, done = math.nan, -1
     previous_sigterm = _sigterm_raises_interrupt()
     try:
@@ -417,9 +420,7 @@ def run(cfg: Config, *, teacher: Teacher | None = None, strategy: QueryStrategy 
             else:
                 r.fit()
             stats = r.last_fit  # None if the reward model was not refitted this iteration
-            last = it == lp.iterations
-            every = cfg.eval.every
-            eval_return = (r.evaluate() if last or (every and it % every == 0) else None)
+            eval_return = r.evaluate() if it in evaluated else None
             # Metrics first: a kill between the two loses no row (resume drops rows newer
             # than the checkpoint it continues from).
             row = r.record(it, stats, eval_return, time.perf_counter() - t0)
@@ -491,6 +492,19 @@ def _sigterm_raises_interrupt() -> Any:
 def _trainable(counts: dict[str, int]) -> int:
     """Labels the reward model can learn from (skips are not)."""
     return counts["labels"] - counts["skipped"]
+
+
+def iteration_ends(total_timesteps: int, rollout_size: int, iterations: int) -> list[int]:
+    """The agent's timestep count at the end of each iteration (index 0: before the first):
+    whole rollouts per iteration, spread evenly, never past the timestep budget."""
+    rollouts = max(1, total_timesteps // rollout_size)
+    return [(i * rollouts) // iterations * rollout_size for i in range(iterations + 1)]
+
+
+def eval_iterations(iterations: int, every: int) -> list[int]:
+    """The iterations after which the loop evaluates the policy (always the last)."""
+    return [it for it in range(1, iterations + 1)
+            if it == iterations or (every and it % every == 0)]
 
 
 def _rollout_size(agent: BaseAlgorithm) -> int:

@@ -1,11 +1,21 @@
 """Scoring functions for simulated teachers on built-in tasks whose own reward cannot rank
-clips (``teacher.score: rlhf.scores:NAME``). Each maps a clip to per-step scores (T,)."""
+clips (``teacher.score: rlhf.scores:NAME``; each maps a clip to per-step scores (T,)), and
+the wrapper that turns any scoring function into an env reward for baselines."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+from typing import Any
+
+import gymnasium as gym
 import numpy as np
+from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize
 
 from rlhf.clips import Clip
+from rlhf.config import Config
+from rlhf.environment import StateAdapter, make_env, state_adapter
+from rlhf.teachers import ScoreFn
 
 
 def cartpole_upright(clip: Clip) -> np.ndarray:
@@ -21,3 +31,47 @@ def _terminated(clip: Clip) -> np.ndarray:
     # time-limit truncation.
     nxt = clip.next_obs
     return (np.abs(nxt[:, 0]) > 2.4) | (np.abs(nxt[:, 2]) > 0.2095)
+
+
+# -- the scripted score as an env reward (baselines trained and judged on it) ---------------
+
+
+class ScoreReward(gym.Wrapper):
+    """Reward := the scripted score of each step, for a baseline trained directly on it and
+    for judging any policy by it. A score function takes clips: each step is scored as a
+    1-step clip with the state before the step, as the clip collector records it. The env's
+    own reward stays in ``info["env_reward"]``."""
+
+    def __init__(self, env: gym.Env, score: ScoreFn):
+        super().__init__(env)
+        self.score = score
+        self.adapter: StateAdapter | None = None
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        out = self.env.reset(**kwargs)
+        self.adapter = state_adapter(self.env)
+        return out
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        state = self.adapter.get(self.env) if self.adapter is not None else None
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        clip = SimpleNamespace(obs=None, actions=np.asarray(action)[None],
+                               rewards=np.array([reward], np.float64),
+                               states=None if state is None else state[None])
+        info["env_reward"] = reward
+        return obs, float(self.score(clip)[0]), terminated, truncated, info
+
+
+def score_vec_env(cfg: Config, score: ScoreFn, n_envs: int, seed: int,
+                  train_env: VecEnv | None = None, evaluation: bool = False) -> VecEnv:
+    """A VecEnv of ``n_envs`` whose reward is the scripted score, normalising observations
+    as the agent's config says: for training (``evaluation=False``), or frozen with the
+    statistics of ``train_env`` (for evaluation)."""
+    venv: VecEnv = DummyVecEnv([lambda: Monitor(ScoreReward(make_env(cfg.env), score))
+                                for _ in range(n_envs)])
+    venv.seed(seed)
+    if cfg.agent.normalize_obs:
+        venv = VecNormalize(venv, norm_obs=True, norm_reward=False, training=not evaluation)
+        if isinstance(train_env, VecNormalize):
+            venv.obs_rms = train_env.obs_rms.copy()
+    return venv

@@ -26,10 +26,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
 
@@ -37,50 +35,19 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from rlhf.config import Config  # noqa: E402
-from rlhf.environment import StateAdapter, make_env, state_adapter  # noqa: E402
+from rlhf.environment import make_env  # noqa: E402
+from rlhf.scores import ScoreReward, score_vec_env  # noqa: E402
 from rlhf.teachers import ScoreFn, load_score_fn  # noqa: E402
 
 # -- score: RLHF vs PPO on the scripted score ------------------------------------------------
 
 
-class ScoreReward(gym.Wrapper):
-    """Reward := the scripted score of each step (score functions take clips: a 1-step one
-    with the state before the step, as the clip collector records it)."""
-
-    def __init__(self, env: gym.Env, score: ScoreFn):
-        super().__init__(env)
-        self.score = score
-        self.adapter: StateAdapter | None = None
-
-    def reset(self, **kwargs: Any):
-        out = self.env.reset(**kwargs)
-        self.adapter = state_adapter(self.env)
-        return out
-
-    def step(self, action: Any):
-        state = self.adapter.get(self.env) if self.adapter is not None else None
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        clip = SimpleNamespace(obs=None, actions=np.asarray(action)[None],
-                               rewards=np.array([reward], np.float64),
-                               states=None if state is None else state[None])
-        info["env_reward"] = reward
-        return obs, float(self.score(clip)[0]), terminated, truncated, info
-
-
 def score_env(cfg: Config, score: ScoreFn, seed: int, obs_rms: Any = None):
     """A VecEnv whose reward is the scripted score (obs normalised like the agent's)."""
-    from stable_baselines3.common.monitor import Monitor
-    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
-
-    venv = DummyVecEnv([lambda: Monitor(ScoreReward(make_env(cfg.env), score))
-                        for _ in range(cfg.env.n_envs)])
-    venv.seed(seed)
-    if cfg.agent.normalize_obs:
-        venv = VecNormalize(venv, norm_obs=True, norm_reward=False,
-                            training=obs_rms is None)
-        if obs_rms is not None:
-            venv.obs_rms = obs_rms
-    return venv
+    env = score_vec_env(cfg, score, cfg.env.n_envs, seed, evaluation=obs_rms is not None)
+    if obs_rms is not None:
+        env.obs_rms = obs_rms
+    return env
 
 
 def scripted_return(agent: Any, cfg: Config, score: ScoreFn, episodes: int,
@@ -130,7 +97,7 @@ def cmd_score(args: argparse.Namespace) -> None:
         rundir = RunDir.open(result.run_dir)
         latest = rundir.latest_checkpoint()
         env = score_env(cfg, score, seed)
-        rlhf_agent = make_agent(cfg.agent, env, seed)
+        rlhf_agent = make_agent(cfg.agent, env, seed, total_timesteps=result.timesteps)
         load_policy(rlhf_agent, latest / "policy.zip")
         rms = None
         if cfg.agent.normalize_obs:
@@ -142,7 +109,7 @@ def cmd_score(args: argparse.Namespace) -> None:
         env.close()
 
         env = score_env(cfg, score, seed)
-        ppo = make_agent(cfg.agent, env, seed)
+        ppo = make_agent(cfg.agent, env, seed, total_timesteps=result.timesteps)
         t0 = time.perf_counter()
         ppo.learn(result.timesteps)
         ppo_s = time.perf_counter() - t0

@@ -228,7 +228,8 @@ def cmd_overhead(args: argparse.Namespace) -> list[dict]:
         for rep in range(args.repeats):
             for mode in ("true", "learned"):  # alternate so drift hits both alike
                 stack = make_env_stack(cfg)
-                agent = make_agent(cfg.agent, stack.agent_env, seed=rep)
+                agent = make_agent(cfg.agent, stack.agent_env, seed=rep,
+                                   total_timesteps=cfg.loop.total_timesteps)
                 if mode == "learned":
                     spec = FeatureSpec.from_spaces(stack.venv.observation_space,
                                                    stack.venv.action_space)
@@ -250,41 +251,25 @@ def cmd_overhead(args: argparse.Namespace) -> list[dict]:
 
 
 def cmd_efficiency(args: argparse.Namespace) -> list[dict]:
-    from rlhf.agent import eval_env, make_agent, make_env_stack
-    from rlhf.config import load_config
-    from rlhf.evaluate import true_returns
-    from rlhf.loop import run
+    """One preset, RLHF and true-reward PPO side by side per seed (scripts/efficiency.py runs
+    the whole suite, with curves and a report)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from efficiency import Job, run_job
 
     rows = []
     out_dir = Path(args.out)
+    task = Path(args.config).stem
     for seed in args.seeds:
-        cfg = load_config(args.config, [*args.overrides, f"seed={seed}",
-                                        f"run_dir={out_dir}/{Path(args.config).stem}-rlhf-s{seed}"])
-        t0 = time.perf_counter()
-        result = run(cfg, force=True, progress=False)
-        rlhf_wall = time.perf_counter() - t0
-
-        # PPO on the true reward: same settings, same timesteps, same obs normalisation.
-        stack = make_env_stack(cfg)
-        agent = make_agent(cfg.agent, stack.agent_env, seed=seed)
-        t0 = time.perf_counter()
-        agent.learn(result.timesteps)
-        ppo_wall = time.perf_counter() - t0
-        env = eval_env(cfg, stack.agent_env)
-        ppo_return = float(true_returns(agent, env, cfg.eval.episodes).mean())
-        env.close()
-        stack.close()
-
-        # A random policy, for the normalised score.
-        rand = _random_return(cfg, cfg.eval.episodes)
-        row = {"config": args.config, "seed": seed, "labels": result.labels,
-               "timesteps": result.timesteps, "rlhf_return": result.final_return,
-               "ppo_return": ppo_return, "random_return": rand,
-               "normalised": (result.final_return - rand) / (ppo_return - rand),
-               "rlhf_wall_s": rlhf_wall, "ppo_wall_s": ppo_wall,
-               "rlhf_steps_per_s": result.timesteps / rlhf_wall,
-               "ppo_steps_per_s": result.timesteps / ppo_wall,
-               "run_dir": str(result.run_dir)}
+        r, p = (run_job(Job("main", task, kind, kind, seed, list(args.overrides), args.config),
+                        out_dir) for kind in ("rlhf", "ppo"))
+        rand = r["random_return"]
+        row = {"config": args.config, "seed": seed, "labels": r["labels"],
+               "timesteps": r["timesteps"], "rlhf_return": r["final_return"],
+               "ppo_return": p["final_return"], "random_return": rand,
+               "normalised": (r["final_return"] - rand) / (p["final_return"] - rand),
+               "rlhf_wall_s": r["wall_s"], "ppo_wall_s": p["wall_s"],
+               "run_dir": str(out_dir / "runs" / Job("main", task, "rlhf", "rlhf", seed,
+                                                      config=args.config).name)}
         rows.append(row)
         emit(row, 3)
     if rows:
@@ -295,24 +280,6 @@ def cmd_efficiency(args: argparse.Namespace) -> list[dict]:
                           "min_rlhf_return": min(r["rlhf_return"] for r in rows),
                           "max_rlhf_return": max(r["rlhf_return"] for r in rows)}))
     return rows
-
-
-def _random_return(cfg, episodes: int) -> float:
-    from rlhf.environment import make_env
-
-    env = make_env(cfg.env)
-    env.action_space.seed(cfg.seed)
-    total = []
-    for ep in range(episodes):
-        env.reset(seed=cfg.seed + 50_000 + ep)
-        ret, done = 0.0, False
-        while not done:
-            _, r, term, trunc, _ = env.step(env.action_space.sample())
-            ret += float(r)
-            done = term or trunc
-        total.append(ret)
-    env.close()
-    return float(np.mean(total))
 
 
 # -- command line --------------------------------------------------------------------------

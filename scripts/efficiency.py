@@ -1,0 +1,466 @@
+#!/usr/bin/env python
+"""Label efficiency: RLHF from a simulated teacher against PPO on the true reward (issue 6).
+
+    python scripts/efficiency.py                     # everything below, seeds 0 1 2
+    python scripts/efficiency.py --quick             # one seed, small budgets: minutes
+    python scripts/efficiency.py --experiments main --tasks pendulum --jobs 2
+
+Experiments (``--experiments``, default all):
+
+- ``main``: each task at its preset's label budget (Pendulum 200, HalfCheetah and Hopper
+  700, Reach2D 300), and SB3 PPO on the true reward with the same settings and timesteps.
+  Reach2D's "true reward" is its scripted score (RLHF and PPO both judged by it).
+- ``sweep``: HalfCheetah at 100, 200, 350, 700 and 1400 labels (labels needed for 80% of
+  true-reward PPO's return).
+- ``irrational``: HalfCheetah, 700 labels, a B-Pref-style teacher (mistake 0.1, β = 1,
+  'equal' below a return difference of 10, about a tenth of a mid-run 50-step clip's return).
+- ``queries``: HalfCheetah at 400 labels with random, disagreement and entropy selection.
+
+Every job (one RLHF run, or one PPO baseline) runs in its own process and writes
+``OUT/results/JOB.json`` when it finishes; rerunning the command skips finished jobs, so an
+interrupted suite continues where it stopped. The report (``OUT/report.md``: tables with
+min/median/max over seeds, wall times, versions) and the curves (``OUT/*.png``: true return
+against timesteps and against labels) are rebuilt from whatever results exist
+(``--report-only`` rebuilds them without running anything).
+
+With ``--jobs N`` the jobs run N at a time, each with one torch thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+@dataclass(frozen=True)
+class Task:
+    config: str
+    quick: tuple[str, ...]
+    """Overrides for ``--quick``: small budgets, a sanity check that the suite runs."""
+
+
+TASKS: dict[str, Task] = {
+    "pendulum": Task("configs/pendulum.yaml",
+                     ("loop.total_timesteps=16384", "loop.total_labels=60",
+                      "loop.iterations=8", "eval.every=2", "eval.episodes=5")),
+    "halfcheetah": Task("configs/halfcheetah.yaml",
+                        ("loop.total_timesteps=20480", "loop.total_labels=60",
+                         "loop.iterations=8", "eval.every=4", "eval.episodes=2",
+                         "loop.initial_timesteps=1000")),
+    "hopper": Task("configs/hopper.yaml",
+                   ("loop.total_timesteps=20480", "loop.total_labels=60",
+                    "loop.iterations=8", "eval.every=4", "eval.episodes=2",
+                    "loop.initial_timesteps=1000")),
+    "reach2d": Task("configs/reach2d.yaml",
+                    ("loop.total_timesteps=20480", "loop.total_labels=60",
+                     "loop.iterations=5", "eval.every=5", "eval.episodes=5")),
+}
+SWEEP_LABELS = (100, 200, 350, 1400)  # and the preset's 700: main's run
+QUICK_SWEEP_LABELS = (20, 40)  # and --quick's 60
+IRRATIONAL = ("teacher.kind=irrational", "teacher.mistake=0.1", "teacher.beta=1.0",
+              "teacher.equal_threshold=10.0")
+QUERY_LABELS, QUICK_QUERY_LABELS = 400, 40
+STRATEGIES = ("random", "disagreement", "entropy")
+EXPERIMENTS = ("main", "sweep", "irrational", "queries")
+
+
+@dataclass
+class Job:
+    """One process's work: an RLHF run (``kind='rlhf'``) or a PPO baseline on the true
+    reward (``kind='ppo'``) of one task and seed. ``group`` names the setting in tables and
+    plots (seeds of one group are summarised together)."""
+
+    experiment: str
+    task: str
+    kind: str
+    group: str
+    seed: int
+    overrides: list[str] = field(default_factory=list)
+    config: str = ""
+    """The preset; default: the task's."""
+
+    def __post_init__(self) -> None:
+        self.config = self.config or TASKS[self.task].config
+
+    @property
+    def name(self) -> str:
+        return f"{self.task}-{self.group}-s{self.seed}"
+
+
+def plan(experiments: list[str], tasks: list[str], seeds: list[int], quick: bool,
+         extra: list[str] | None = None) -> list[Job]:
+    """The jobs of the suite, without duplicates (the sweep's 700 is main's run).
+    ``extra``: overrides for every job, applied last."""
+    jobs: dict[str, Job] = {}
+
+    def add(job: Job) -> None:
+        job.overrides = [*(TASKS[job.task].quick if quick else ()), *job.overrides,
+                         *(extra or ())]
+        jobs.setdefault(job.name, job)
+
+    for seed in seeds:
+        if "main" in experiments:
+            for task in tasks:
+                add(Job("main", task, "rlhf", "rlhf", seed))
+                add(Job("main", task, "ppo", "ppo", seed))
+        if "sweep" in experiments:
+            add(Job("sweep", "halfcheetah", "ppo", "ppo", seed))
+            add(Job("sweep", "halfcheetah", "rlhf", "rlhf", seed))  # the preset's 700
+            for n in QUICK_SWEEP_LABELS if quick else SWEEP_LABELS:
+                add(Job("sweep", "halfcheetah", "rlhf", f"labels{n}", seed,
+                        [f"loop.total_labels={n}"]))
+        if "irrational" in experiments:
+            add(Job("irrational", "halfcheetah", "rlhf", "irrational", seed, list(IRRATIONAL)))
+        if "queries" in experiments:
+            n = QUICK_QUERY_LABELS if quick else QUERY_LABELS
+            for s in STRATEGIES:
+                add(Job("queries", "halfcheetah", "rlhf", f"{s}{n}", seed,
+                        [f"loop.total_labels={n}", f"query.strategy={s}"]))
+    return list(jobs.values())
+
+
+# -- one job -----------------------------------------------------------------------------
+
+
+def run_job(job: Job, out: Path) -> dict[str, Any]:
+    """Run ``job``; returns its result (final return, curve, random return, wall time)."""
+    from rlhf.config import load_config
+
+    cfg = load_config(job.config,
+                      [*job.overrides, f"seed={job.seed}",
+                       f"run_dir={out / 'runs' / job.name}"])
+    t0 = time.perf_counter()
+    if job.kind == "rlhf":
+        curve, final, timesteps, labels = _rlhf(cfg)
+    else:
+        curve, final, timesteps = _ppo(cfg)
+        labels = 0
+    wall = time.perf_counter() - t0
+    return {**asdict(job), "name": job.name, "final_return": final,
+            "random_return": _random_return(cfg), "timesteps": timesteps, "labels": labels,
+            "wall_s": wall, "curve": curve}
+
+
+def _score(cfg):
+    from rlhf.teachers import load_score_fn
+
+    return None if cfg.teacher.score is None else load_score_fn(cfg.teacher.score)
+
+
+def _eval_env(cfg, train_env):
+    """An evaluation env: the true reward, or the scripted score where the task has one."""
+    from rlhf.agent import eval_env
+    from rlhf.scores import score_vec_env
+
+    score = _score(cfg)
+    if score is None:
+        return eval_env(cfg, train_env)
+    return score_vec_env(cfg, score, n_envs=1, seed=cfg.seed + 10_000, train_env=train_env,
+                         evaluation=True)
+
+
+def _rlhf(cfg) -> tuple[list[list[float]], float, int, int]:
+    from rlhf.agent import load_obs_rms, load_policy, make_agent
+    from rlhf.evaluate import true_returns
+    from rlhf.loop import run
+    from rlhf.rundir import RunDir
+
+    result = run(cfg, force=True, progress=False)
+    curve = [[m["timesteps"], m["labels"], m["eval_return"]] for m in result.metrics
+             if m["eval_return"] == m["eval_return"]]  # not NaN
+    final = result.final_return
+    if cfg.teacher.score is not None:
+        # The loop evaluates the env's own reward; a scripted task is judged by its score.
+        latest = RunDir.open(result.run_dir).latest_checkpoint()
+        env = _eval_env(cfg, None)
+        load_obs_rms(env, latest / "obs_rms.npz")
+        agent = make_agent(cfg.agent, env, cfg.seed, total_timesteps=cfg.loop.total_timesteps)
+        load_policy(agent, latest / "policy.zip")
+        final = float(true_returns(agent, env, cfg.eval.episodes).mean())
+        env.close()
+        curve = [[result.timesteps, result.labels, final]]
+    return curve, final, result.timesteps, result.labels
+
+
+def _ppo(cfg) -> tuple[list[list[float]], float, int]:
+    """SB3 PPO on the true reward (or the scripted score), the RLHF run's settings and
+    timesteps, evaluated at the timesteps where the RLHF loop evaluates."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    from rlhf.agent import make_agent, make_env_stack
+    from rlhf.evaluate import true_returns
+    from rlhf.loop import eval_iterations, iteration_ends
+    from rlhf.scores import score_vec_env
+
+    lp = cfg.loop
+    score = _score(cfg)
+    if score is None:
+        env = make_env_stack(cfg).agent_env  # no reward model set: the env's own reward
+    else:
+        env = score_vec_env(cfg, score, n_envs=cfg.env.n_envs, seed=cfg.seed)
+    agent = make_agent(cfg.agent, env, cfg.seed, total_timesteps=lp.total_timesteps)
+    n_steps = agent.n_steps * env.num_envs
+    ends = iteration_ends(lp.total_timesteps, n_steps, lp.iterations)
+    points = [ends[it] for it in eval_iterations(lp.iterations, cfg.eval.every)]
+    curve: list[list[float]] = []
+
+    def evaluate() -> float:
+        e = _eval_env(cfg, env)
+        try:
+            return float(true_returns(agent, e, cfg.eval.episodes).mean())
+        finally:
+            e.close()
+
+    class EvalAt(BaseCallback):
+        def _on_rollout_start(self) -> None:  # the policy has trained on the last rollout
+            t = self.model.num_timesteps
+            if points and t >= points[0] and (not curve or curve[-1][0] < t):
+                points.pop(0)
+                curve.append([t, 0, evaluate()])
+
+        def _on_step(self) -> bool:
+            return True
+
+    agent.learn(ends[-1], callback=EvalAt())
+    final = evaluate()
+    if not curve or curve[-1][0] < agent.num_timesteps:
+        curve.append([agent.num_timesteps, 0, final])
+    else:
+        curve[-1][2] = final
+    env.close()
+    return curve, final, int(agent.num_timesteps)
+
+
+def _random_return(cfg, episodes: int = 10) -> float:
+    """Mean return of uniformly random actions (true reward or scripted score)."""
+    from rlhf.environment import make_env
+    from rlhf.scores import ScoreReward
+
+    score = _score(cfg)
+    env = make_env(cfg.env) if score is None else ScoreReward(make_env(cfg.env), score)
+    env.action_space.seed(cfg.seed)
+    total = []
+    for ep in range(episodes):
+        env.reset(seed=cfg.seed + 50_000 + ep)
+        ret, done = 0.0, False
+        while not done:
+            _, r, term, trunc, _ = env.step(env.action_space.sample())
+            ret, done = ret + float(r), term or trunc
+        total.append(ret)
+    env.close()
+    return float(sum(total) / len(total))
+
+
+# -- the suite ---------------------------------------------------------------------------
+
+
+def run_suite(jobs: list[Job], out: Path, parallel: int) -> None:
+    results = out / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    todo = []
+    for j in jobs:
+        path = results / f"{j.name}.json"
+        if not path.exists():
+            todo.append(j)
+            continue
+        done = json.loads(path.read_text())
+        if (done["config"], done["overrides"]) != (j.config, j.overrides):
+            raise SystemExit(f"efficiency: {path} was run with other settings "
+                             f"({done['config']} {' '.join(done['overrides'])}); "
+                             "use another --out for these")
+    print(f"efficiency: {len(jobs)} jobs, {len(jobs) - len(todo)} already done, "
+          f"{len(todo)} to run, {parallel} at a time; results in {results}", flush=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"} if parallel > 1 else dict(os.environ)
+    running: list[tuple[Job, subprocess.Popen, float]] = []
+    failed = []
+    while todo or running:
+        while todo and len(running) < parallel:
+            job = todo.pop(0)
+            log = (out / "logs").joinpath(f"{job.name}.log")
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with log.open("w") as f:
+                proc = subprocess.Popen(
+                    [sys.executable, __file__, "--run-job", json.dumps(asdict(job)),
+                     "--out", str(out)], stdout=f, stderr=subprocess.STDOUT, env=env)
+            running.append((job, proc, time.perf_counter()))
+        time.sleep(1.0)
+        for item in list(running):
+            job, proc, t0 = item
+            if proc.poll() is None:
+                continue
+            running.remove(item)
+            ok = proc.returncode == 0
+            if not ok:
+                failed.append(job.name)
+            print(f"efficiency: {job.name} {'done' if ok else 'FAILED'} in "
+                  f"{time.perf_counter() - t0:.0f} s (log: {out / 'logs' / job.name}.log)",
+                  flush=True)
+    if failed:
+        print(f"efficiency: {len(failed)} jobs failed: {', '.join(failed)}", flush=True)
+
+
+def load_results(out: Path) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted((out / "results").glob("*.json"))]
+
+
+def _spread(values: list[float]) -> str:
+    if not values:
+        return "–"
+    med = statistics.median(values)
+    if len(values) == 1:
+        return f"{med:.1f}"
+    return f"{med:.1f} ({min(values):.1f} – {max(values):.1f})"
+
+
+def report(out: Path) -> str:
+    """Tables and curves from the finished jobs; writes OUT/report.md and OUT/*.png."""
+    from rlhf.io import atomic_write_text
+    from rlhf.plot import Curve, plot_curves
+
+    rows = load_results(out)
+    by = {(r["task"], r["group"], r["seed"]): r for r in rows}
+    ppo = {(r["task"], r["seed"]): r for r in rows if r["kind"] == "ppo"}
+    lines = [f"# Label efficiency ({time.strftime('%Y-%m-%d')})", "", _machine(), ""]
+
+    def normalised(r: dict[str, Any]) -> float | None:
+        base = ppo.get((r["task"], r["seed"]))
+        if base is None or base["final_return"] == r["random_return"]:
+            return None
+        return ((r["final_return"] - r["random_return"])
+                / (base["final_return"] - r["random_return"]))
+
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["experiment"], r["task"], r["group"]), []).append(r)
+    lines += ["| experiment | task | setting | labels | timesteps | seeds | return: median "
+              "(min – max) | true-reward PPO | normalised: median (min – max) | wall s "
+              "(median) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for (exp, task, group), rs in sorted(groups.items()):
+        rs.sort(key=lambda r: r["seed"])
+        norm = [n for n in map(normalised, rs) if n is not None]
+        base = [ppo[(task, r["seed"])]["final_return"] for r in rs if (task, r["seed"]) in ppo]
+        lines.append(
+            f"| {exp} | {task} | {group} | {rs[0]['labels'] or '–'} | {rs[0]['timesteps']} "
+            f"| {' '.join(str(r['seed']) for r in rs)} "
+            f"| {_spread([r['final_return'] for r in rs])} "
+            f"| {_spread(base) if group != 'ppo' else '–'} "
+            f"| {_spread(norm) if group != 'ppo' else '–'} "
+            f"| {statistics.median(r['wall_s'] for r in rs):.0f} |")
+    lines.append("")
+
+    # Curves: per task, RLHF (every setting) against PPO, over timesteps; RLHF over labels.
+    for task in sorted({r["task"] for r in rows}):
+        curves = [Curve(g, *_xy(by[(t, g, s)]["curve"], 0))
+                  for (t, g, s) in sorted(by) if t == task]
+        if curves:
+            png = plot_curves(curves, out / f"{task}-timesteps.png", "timesteps",
+                              title=f"{task}: true return against timesteps")
+            lines.append(f"![{task} against timesteps]({png.name})")
+        curves = [Curve(g, *_xy(by[(t, g, s)]["curve"], 1))
+                  for (t, g, s) in sorted(by) if t == task and g != "ppo"]
+        if curves:
+            png = plot_curves(curves, out / f"{task}-labels.png", "labels",
+                              title=f"{task}: true return against labels")
+            lines.append(f"![{task} against labels]({png.name})")
+    lines += ["", *_sweep_summary(rows, ppo)]
+    text = "\n".join(lines) + "\n"
+    atomic_write_text(out / "report.md", text)
+    return text
+
+
+def _xy(curve: list[list[float]], x: int) -> tuple[Any, Any]:
+    import numpy as np
+
+    c = np.asarray(curve, dtype=np.float64).reshape(-1, 3)
+    return c[:, x], c[:, 2]
+
+
+def _sweep_summary(rows: list[dict[str, Any]], ppo: dict) -> list[str]:
+    """Labels needed to reach 80% of true-reward PPO's return (normalised 0.8), by linear
+    interpolation of the sweep's median normalised score against labels."""
+    sweep = [r for r in rows if r["task"] == "halfcheetah" and r["kind"] == "rlhf"
+             and (r["group"].startswith("labels") or r["group"] == "rlhf")]
+    points: dict[int, list[float]] = {}
+    for r in sweep:
+        base = ppo.get((r["task"], r["seed"]))
+        if base is not None and base["final_return"] != r["random_return"]:
+            points.setdefault(r["labels"], []).append(
+                (r["final_return"] - r["random_return"])
+                / (base["final_return"] - r["random_return"]))
+    if len(points) < 2:
+        return []
+    xs = sorted(points)
+    ys = [statistics.median(points[x]) for x in xs]
+    need = next((x0 + (0.8 - y0) * (x1 - x0) / (y1 - y0)
+                 for x0, y0, x1, y1 in zip(xs, ys, xs[1:], ys[1:], strict=False)
+                 if y0 < 0.8 <= y1), xs[0] if ys[0] >= 0.8 else None)
+    table = ", ".join(f"{x}: {y:.2f}" for x, y in zip(xs, ys, strict=True))
+    verdict = ("not reached at any budget measured" if need is None
+               else f"about {need:.0f} labels")
+    return [f"HalfCheetah label sweep, median normalised score by labels: {table}. "
+            f"80% of true-reward PPO: {verdict}."]
+
+
+def _machine() -> str:
+    import gymnasium
+    import stable_baselines3
+    import torch
+
+    return (f"Machine: {platform.machine()}, {os.cpu_count()} cores, "
+            f"{'GPU ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'}"
+            f"; Python {platform.python_version()}, torch {torch.__version__}, "
+            f"stable-baselines3 {stable_baselines3.__version__}, gymnasium "
+            f"{gymnasium.__version__}.")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--experiments", nargs="+", choices=EXPERIMENTS, default=list(EXPERIMENTS))
+    p.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
+    p.add_argument("--seeds", nargs="+", type=int, default=None,
+                   help="default 0 1 2 (--quick: 0)")
+    p.add_argument("--quick", action="store_true",
+                   help="one seed, small budgets: a sanity check in minutes")
+    p.add_argument("--jobs", type=int, default=1, help="jobs run at a time")
+    p.add_argument("--out", default=None,
+                   help="default runs/efficiency (--quick: runs/efficiency-quick)")
+    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="config overrides for every job (e.g. eval.episodes=20)")
+    p.add_argument("--report-only", action="store_true")
+    p.add_argument("--run-job", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    out = Path(args.out or ("runs/efficiency-quick" if args.quick else "runs/efficiency"))
+    if args.run_job:
+        if os.environ.get("OMP_NUM_THREADS") == "1":
+            import torch
+
+            torch.set_num_threads(1)
+        job = Job(**json.loads(args.run_job))
+        result = run_job(job, out)
+        from rlhf.io import atomic_write_text
+
+        atomic_write_text(out / "results" / f"{job.name}.json", json.dumps(result, indent=1))
+        print(json.dumps({k: v for k, v in result.items() if k != "curve"}), flush=True)
+        return
+    seeds = args.seeds if args.seeds is not None else ([0] if args.quick else [0, 1, 2])
+    if not args.report_only:
+        run_suite(plan(args.experiments, args.tasks, seeds, args.quick, args.set), out,
+                  args.jobs)
+    print(report(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""The label-efficiency suite (scripts/efficiency.py), the run-wide learning-rate schedule
+and the learning-curve plots."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from stable_baselines3.common.vec_env import DummyVecEnv
+
+from rlhf.agent import RunLinearSchedule, make_agent, set_learn_horizon
+from rlhf.config import AgentConfig, ConfigError, EnvConfig
+from rlhf.environment import make_env
+from rlhf.loop import eval_iterations, iteration_ends
+from rlhf.plot import Curve, plot_curves, read_curve_csv
+
+ROOT = Path(__file__).parent.parent
+TINY = ["loop.total_timesteps=1024", "loop.total_labels=12", "loop.initial_timesteps=200",
+        "loop.iterations=2", "loop.clip_length=10", "env.n_envs=2",
+        "agent.kwargs.n_steps=128", "agent.kwargs.batch_size=64", "agent.kwargs.n_epochs=1",
+        "reward.hidden=[16]", "reward.min_steps=5", "eval.episodes=1", "eval.every=1"]
+
+
+def _pendulum_agent(total: int, lr: float = 1e-3):
+    env = DummyVecEnv([lambda: make_env(EnvConfig(id="Pendulum-v1"))])
+    cfg = AgentConfig(lr_schedule="linear",
+                      kwargs={"n_steps": 64, "batch_size": 64, "n_epochs": 1,
+                              "learning_rate": lr})
+    return make_agent(cfg, env, seed=0, total_timesteps=total)
+
+
+def test_linear_schedule_runs_over_the_whole_run_across_learn_calls():
+    # The loop calls learn() once per iteration; the rate must fall over the run, exactly
+    # as one learn(total) would make it fall, not restart at every call.
+    total = 512
+    chunked = _pendulum_agent(total)
+    rates = []
+    for _ in range(4):
+        set_learn_horizon(chunked, 128)
+        chunked.learn(128, reset_num_timesteps=False)
+        rates.append(chunked.policy.optimizer.param_groups[0]["lr"])
+    # SB3 sets the rate before each update, after the update's rollout: 1e-3 * (1 - t/total).
+    np.testing.assert_allclose(rates, [1e-3 * (1 - t / total) for t in (128, 256, 384, 512)],
+                               atol=1e-12)
+    once = _pendulum_agent(total)
+    once.learn(total)
+    assert once.policy.optimizer.param_groups[0]["lr"] == pytest.approx(rates[-1], abs=1e-12)
+
+
+def test_linear_schedule_needs_a_number_and_a_budget():
+    assert RunLinearSchedule(1.0, 100)(1.0) == 1.0
+    env = DummyVecEnv([lambda: make_env(EnvConfig(id="Pendulum-v1"))])
+    with pytest.raises(ConfigError, match="agent.lr_schedule"):
+        make_agent(AgentConfig(lr_schedule="linear", kwargs={"learning_rate": "fast"}), env,
+                   seed=0, total_timesteps=100)
+
+
+def test_iteration_ends_and_eval_points():
+    assert iteration_ends(1000, 100, 4) == [0, 200, 500, 700, 1000]
+    assert iteration_ends(50, 100, 2)[-1] == 100  # at least one rollout
+    assert eval_iterations(24, 3) == [3, 6, 9, 12, 15, 18, 21, 24]
+    assert eval_iterations(5, 0) == [5]
+
+
+def test_plot_groups_seeds_into_a_median_with_a_band(tmp_path):
+    csv = tmp_path / "run" / "metrics.csv"
+    csv.parent.mkdir()
+    csv.write_text("iteration,timesteps,labels,eval_return\n0,0,10,nan\n1,100,20,-5\n"
+                   "2,200,30,-2\n")
+    curve = read_curve_csv(csv)
+    assert curve.name == "run" and curve.x.tolist() == [100, 200]
+    assert read_curve_csv(csv, x="labels").x.tolist() == [20, 30]
+    with pytest.raises(ValueError, match="no column"):
+        read_curve_csv(csv, x="clips")
+    curves = [curve, Curve("run", np.array([100, 200]), np.array([-7.0, 0.0])),
+              Curve("ppo", np.array([100, 200]), np.array([-1.0, -1.0]))]
+    out = plot_curves(curves, tmp_path / "c.png", "timesteps")
+    assert Image.open(out).size == (640, 400)
+
+
+def _suite(out: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "efficiency.py"),
+                           "--quick", "--experiments", "main", "--tasks", "pendulum",
+                           "--out", str(out), *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_suite_runs_rlhf_and_true_reward_ppo_and_reports(tmp_path):
+    out = tmp_path / "eff"
+    done = _suite(out, "--jobs", "2", "--set", *TINY)
+    assert done.returncode == 0, done.stdout + done.stderr
+    results = {p.stem: json.loads(p.read_text()) for p in (out / "results").glob("*.json")}
+    assert set(results) == {"pendulum-rlhf-s0", "pendulum-ppo-s0"}
+    rlhf, ppo = results["pendulum-rlhf-s0"], results["pendulum-ppo-s0"]
+    assert rlhf["labels"] == 12 and ppo["labels"] == 0
+    assert rlhf["timesteps"] == ppo["timesteps"] == 1024
+    # Both evaluated at the same timesteps (every iteration here), returns are real numbers.
+    assert [c[0] for c in rlhf["curve"]] == [c[0] for c in ppo["curve"]] == [512, 1024]
+    assert all(-2000 < c[2] <= 0 for c in rlhf["curve"] + ppo["curve"])
+    assert -2000 < rlhf["random_return"] < 0
+    report = (out / "report.md").read_text()
+    assert "| main | pendulum | rlhf | 12 | 1024 | 0 |" in report
+    for png in ("pendulum-timesteps.png", "pendulum-labels.png"):
+        assert Image.open(out / png).size == (640, 400)
+    # Rerunning skips finished jobs; other settings into the same directory are refused.
+    again = _suite(out, "--set", *TINY)
+    assert again.returncode == 0 and "2 already done, 0 to run" in again.stdout
+    other = _suite(out, "--set", *TINY, "eval.episodes=2")
+    assert other.returncode != 0 and "use another --out" in other.stderr + other.stdout
