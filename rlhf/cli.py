@@ -3,7 +3,7 @@
     rlhf train CONFIG [--run-dir DIR] [--seed N] [--force] [--label] [key.path=value ...]
     rlhf label RUN_DIR [--screenshot out.png] [--name NAME] [--speed X] [key.path=value ...]
     rlhf status RUN_DIR [--json]
-    rlhf eval RUN_DIR [--episodes N]
+    rlhf eval RUN_DIR [--episodes N] [--video OUT.gif|OUT.mp4 [--video-episodes N] [--force]]
     rlhf check-env ENV_OR_CONFIG [--simulated] [--quick] [key.path=value ...]
 
 User errors (bad config, unknown env, missing run) print one line and exit 2; no traceback.
@@ -25,10 +25,11 @@ from rlhf.render import RenderError
 from rlhf.reward.model import RewardModelError
 from rlhf.rundir import Interrupted, RunDir, RunDirError
 from rlhf.store import Store, StoreError
+from rlhf.video import VideoError
 from rlhf.viewer import ViewerError
 
 USER_ERRORS = (ConfigError, RunDirError, StoreError, RewardModelError, SaveError, RenderError,
-               ViewerError)
+               ViewerError, VideoError)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -131,27 +132,54 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from rlhf.agent import eval_env, load_policy, make_agent
     from rlhf.evaluate import true_returns
 
+    video_opts = {"--video-episodes": args.video_episodes, "--video-fps": args.video_fps,
+                  "--video-size": args.video_size, "--force": args.force or None}
+    if args.video is None and any(v is not None for v in video_opts.values()):
+        given = ", ".join(k for k, v in video_opts.items() if v is not None)
+        raise ConfigError(f"{given}: these options go with --video OUT (a .gif or .mp4)")
     run = RunDir.open(args.run_dir)
     cfg = run.load_config()
     latest = run.latest_checkpoint()
     if latest is None:
         raise RunDirError(f"{run.path}: no checkpoint yet (the run saves one after its "
                           "initial labels)")
+    if args.video is not None:
+        from rlhf.video import VideoRecorder, check_video_path
+
+        check_video_path(args.video, force=args.force)  # a bad path: refused before any work
     env = eval_env(cfg, obs_rms_path=latest / "obs_rms.npz", seed=20_000)
+    recorder = recording = None
     try:
-        agent = make_agent(cfg.agent, env, cfg.seed)  # then parameters only: no unpickling
+        if args.video is not None:  # an env without frames: refused before any episode
+            recorder = VideoRecorder(cfg, obs_rms_path=latest / "obs_rms.npz")
+        # Then parameters only: no unpickling.
+        agent = make_agent(cfg.agent, env, cfg.seed, total_timesteps=cfg.loop.total_timesteps)
         load_policy(agent, latest / "policy.zip")
         returns = true_returns(agent, env, args.episodes, deterministic=not args.stochastic)
+        if recorder is not None:
+            recording = recorder.record(agent, args.video, episodes=args.video_episodes or 1,
+                                        deterministic=not args.stochastic,
+                                        max_fps=args.video_fps, size=args.video_size,
+                                        force=args.force)
     finally:
         env.close()
+        if recorder is not None:
+            recorder.close()
     result = {"episodes": len(returns), "mean": float(returns.mean()),
               "std": float(returns.std()), "min": float(returns.min()),
               "max": float(returns.max())}
     if args.json:
+        if recording is not None:
+            result["video"] = recording.as_dict()
         print(json.dumps(result))
     else:
         print(f"true return over {len(returns)} episodes: {result['mean']:.2f} "
               f"± {result['std']:.2f} (min {result['min']:.2f}, max {result['max']:.2f})")
+        if recording is not None:
+            n = len(recording.returns)
+            print(f"video: {recording.path}, {n} episode{'s' * (n > 1)} (true return "
+                  f"{', '.join(f'{r:.2f}' for r in recording.returns)}), {recording.frames} "
+                  f"frames of {recording.width}x{recording.height} at {recording.fps:g} fps")
     return 0
 
 
@@ -175,6 +203,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
     return value
 
 
@@ -218,6 +253,18 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--episodes", type=_positive_int, default=10)
     e.add_argument("--stochastic", action="store_true", help="sample actions")
     e.add_argument("--json", action="store_true")
+    e.add_argument("--video", metavar="OUT",
+                   help="also record the policy to OUT: a .gif, or an .mp4 (needs "
+                        "pip install imageio[ffmpeg]); the eval's returns are unchanged")
+    e.add_argument("--video-episodes", type=_positive_int, metavar="N",
+                   help="episodes to record (default 1; the first ones eval scores)")
+    e.add_argument("--video-fps", type=_positive_float, metavar="FPS",
+                   help="at most this many frames a second, kept in real time by rendering "
+                        "every k-th step (default 15 for a GIF, 30 for an MP4)")
+    e.add_argument("--video-size", type=_positive_int, metavar="PIXELS",
+                   help="frames at most this long on their long side (default 320 for a "
+                        "GIF, the env's own size for an MP4)")
+    e.add_argument("--force", action="store_true", help="overwrite an existing --video file")
     e.set_defaults(fn=cmd_eval)
 
     c = sub.add_parser("check-env", help="check that an environment is ready for rlhf train",
