@@ -5,6 +5,7 @@
     rlhf status RUN_DIR [--json]
     rlhf eval RUN_DIR [--episodes N] [--video OUT.gif|OUT.mp4 [--video-episodes N] [--force]]
     rlhf check-env ENV_OR_CONFIG [--simulated] [--quick] [key.path=value ...]
+    rlhf plot RUN_DIR... [--out curves.png] [--x timesteps|labels] [--name NAME ...]
 
 User errors (bad config, unknown env, missing run) print one line and exit 2; no traceback.
 """
@@ -199,6 +200,27 @@ def cmd_check_env(args: argparse.Namespace) -> int:
     return 0 if report.ok else 2
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    from rlhf.plot import plot_curves, run_curve
+
+    if args.name and len(args.name) != len(args.run_dirs):
+        raise ConfigError(f"--name: {len(args.name)} names for {len(args.run_dirs)} runs")
+    curves = []
+    for i, run_dir in enumerate(args.run_dirs):
+        run = RunDir.open(run_dir)  # a clear error for a path that is not a run
+        curve = run_curve(run.path, x=args.x, name=args.name[i] if args.name else None)
+        if not len(curve.x):
+            print(f"rlhf: note: {run_dir} has no evaluation yet", file=sys.stderr)
+        curves.append(curve)
+    out = Path(args.out)
+    if out.suffix.lower() != ".png":
+        raise ConfigError(f"--out: {out} is not a .png path")
+    plot_curves(curves, out, args.x, title="true return against " + args.x)
+    print(f"rlhf: saved {out} ({len(curves)} runs; runs sharing a --name are drawn as their "
+          "median and min-max band)")
+    return 0
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -279,6 +301,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a simulated teacher labels: rendering problems do not block")
     c.add_argument("--quick", action="store_true", help="skip gymnasium's own check_env")
     c.set_defaults(fn=cmd_check_env)
+
+    pl = sub.add_parser("plot", help="overlay the learning curves of runs in a PNG")
+    pl.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    pl.add_argument("--out", default="curves.png", help="PNG to write (default curves.png)")
+    pl.add_argument("--x", choices=["timesteps", "labels"], default="timesteps",
+                    help="true return against timesteps or against labels used")
+    pl.add_argument("--name", nargs="+",
+                    help="a legend name per run; runs with the same name (seeds) are drawn "
+                         "as their median with a min-max band")
+    pl.set_defaults(fn=cmd_plot)
     return p
 
 

@@ -112,3 +112,14 @@ def test_suite_runs_rlhf_and_true_reward_ppo_and_reports(tmp_path):
     assert again.returncode == 0 and "2 already done, 0 to run" in again.stdout
     other = _suite(out, "--set", *TINY, "eval.episodes=2")
     assert other.returncode != 0 and "use another --out" in other.stderr + other.stdout
+    # rlhf plot overlays runs from their run directories.
+    run = out / "runs" / "pendulum-rlhf-s0"
+    cli = [sys.executable, "-m", "rlhf.cli", "plot"]
+    done = subprocess.run([*cli, str(run), str(run), "--name", "a", "a", "--x", "labels",
+                           "--out", str(tmp_path / "p.png")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert Image.open(tmp_path / "p.png").size == (640, 400)
+    bad = subprocess.run([*cli, str(tmp_path), "--out", str(tmp_path / "q.png")],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert not (tmp_path / "q.png").exists()
