@@ -148,7 +148,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from rlhf.video import VideoRecorder, check_video_path
 
         check_video_path(args.video, force=args.force)  # a bad path: refused before any work
-    env = eval_env(cfg, obs_rms_path=latest / "obs_rms.npz", seed=20_000)
+    from rlhf.video import EVAL_SEED_OFFSET
+
+    env = eval_env(cfg, obs_rms_path=latest / "obs_rms.npz", seed=EVAL_SEED_OFFSET)
     recorder = recording = None
     try:
         if args.video is not None:  # an env without frames: refused before any episode
@@ -156,6 +158,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         # Then parameters only: no unpickling.
         agent = make_agent(cfg.agent, env, cfg.seed, total_timesteps=cfg.loop.total_timesteps)
         load_policy(agent, latest / "policy.zip")
+        env.seed(cfg.seed + EVAL_SEED_OFFSET)  # SB3 seeded it with the agent's seed
         returns = true_returns(agent, env, args.episodes, deterministic=not args.stochastic)
         if recorder is not None:
             recording = recorder.record(agent, args.video, episodes=args.video_episodes or 1,

@@ -97,15 +97,19 @@ def frame_step(render_fps: float, max_fps: float) -> int:
     return max(1, math.ceil(render_fps / max_fps - 1e-9))
 
 
+EVAL_SEED_OFFSET = 20_000
+"""``rlhf eval`` seeds its env with the run's seed plus this (initial states the training
+envs, seeded with the run's seed, do not start from)."""
+
+
 class VideoRecorder:
     """The agent's policy in an ``rgb_array`` env, recorded to a file.
 
     Args:
         cfg: the run's config (``rlhf.config.Config``).
         obs_rms_path: the checkpoint's ``obs_rms.npz`` (used where ``agent.normalize_obs``).
-        seed: the env's seed; None: ``cfg.seed``, which is where ``rlhf eval``'s episodes start
-            (it makes its env with seed ``cfg.seed + 20000``, but building the agent on that
-            env reseeds it with ``cfg.seed``: SB3's ``set_random_seed`` seeds ``agent.env``).
+        seed: the env's seed; None: ``cfg.seed + EVAL_SEED_OFFSET``, where ``rlhf eval``'s
+            episodes start (held-out initial states, not the training env's seed).
 
     Raises ``VideoError`` naming the env id if it cannot render ``rgb_array`` frames.
     """
@@ -136,7 +140,7 @@ class VideoRecorder:
                              "record; drop --video, or add an rgb_array render mode to the env")
         self._recorder = _find_wrapper(env, FrameRecorder)
         self.render_fps = float(env.unwrapped.metadata.get("render_fps") or FALLBACK_FPS)
-        self._venv.seed(cfg.seed if seed is None else seed)
+        self._venv.seed(cfg.seed + EVAL_SEED_OFFSET if seed is None else seed)
         self.env: VecEnv = self._venv
         if cfg.agent.normalize_obs:
             self.env = VecNormalize(self._venv, training=False, norm_obs=True, norm_reward=False)
