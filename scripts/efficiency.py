@@ -141,16 +141,16 @@ def run_job(job: Job, out: Path) -> dict[str, Any]:
     cfg = load_config(job.config,
                       [*job.overrides, f"seed={job.seed}",
                        f"run_dir={out / 'runs' / job.name}"])
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     if job.kind == "rlhf":
         curve, final, timesteps, labels = _rlhf(cfg)
     else:
         curve, final, timesteps = _ppo(cfg)
         labels = 0
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     return {**asdict(job), "name": job.name, "final_return": final,
             "random_return": _random_return(cfg), "timesteps": timesteps, "labels": labels,
-            "wall_s": wall, "curve": curve}
+            "wall_s": wall, "cpu_s": cpu, "curve": curve}
 
 
 def _score(cfg):
@@ -346,7 +346,7 @@ def report(out: Path) -> str:
         groups.setdefault((r["experiment"], r["task"], r["group"]), []).append(r)
     lines += ["| experiment | task | setting | labels | timesteps | seeds | return: median "
               "(min – max) | true-reward PPO | normalised: median (min – max) | wall s "
-              "(median) |", "|---|---|---|---|---|---|---|---|---|---|"]
+              "(median) | CPU s (median) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for (exp, task, group), rs in sorted(groups.items()):
         rs.sort(key=lambda r: r["seed"])
         norm = [n for n in map(normalised, rs) if n is not None]
@@ -357,7 +357,8 @@ def report(out: Path) -> str:
             f"| {_spread([r['final_return'] for r in rs])} "
             f"| {_spread(base) if group != 'ppo' else '–'} "
             f"| {_spread(norm) if group != 'ppo' else '–'} "
-            f"| {statistics.median(r['wall_s'] for r in rs):.0f} |")
+            f"| {statistics.median(r['wall_s'] for r in rs):.0f} "
+            f"| {_median_or_dash([r.get('cpu_s') for r in rs])} |")
     lines.append("")
 
     # Curves: per task, RLHF (every setting) against PPO, over timesteps; RLHF over labels.
@@ -378,6 +379,11 @@ def report(out: Path) -> str:
     text = "\n".join(lines) + "\n"
     atomic_write_text(out / "report.md", text)
     return text
+
+
+def _median_or_dash(values: list[float | None]) -> str:
+    known = [v for v in values if v is not None]
+    return f"{statistics.median(known):.0f}" if known else "–"
 
 
 def _xy(curve: list[list[float]], x: int) -> tuple[Any, Any]:

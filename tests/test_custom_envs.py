@@ -258,9 +258,9 @@ def test_dict_observations_reach_the_reward_model_flat_and_unnormalised():
     assert isinstance(stack.agent_env, VecNormalize)  # the policy sees normalised Dicts
     agent.learn(32)
     clip = stack.collector.pool[0]
-    assert clip.obs.shape == (5, 9) and clip.obs.dtype == np.float32
+    assert clip.obs.shape == (5, 11) and clip.obs.dtype == np.float32
     box = reach2d.Reach2DEnv()
-    order = [0, 1, 2, 3, 6, 7, 8, 4, 5]  # Dict keys sorted: agent(4), hazard(3), target(2)
+    order = [0, 1, 2, 3, 6, 7, 8, 10, 4, 5, 9]  # sorted keys: agent(4), hazard(4), target(3)
     for obs, state in zip(clip.obs, clip.states, strict=True):
         np.testing.assert_array_equal(obs, box._observe(tuple(state))[order])
     stack.close()
@@ -276,7 +276,7 @@ def test_dict_reward_model_ranks_held_out_clips_like_the_scripted_score():
     obs = collector.reset()
     for t in range(1200):
         # From aimless to heading for the target: clips of every quality.
-        toward = obs["target"] / (np.linalg.norm(obs["target"], axis=1, keepdims=True) + 1e-6)
+        toward = obs["target"][:, :2] / (obs["target"][:, 2:] + 1e-6)
         skill = (t // 100) % 4 / 3
         actions = skill * toward + (1 - skill) * rng.uniform(-1, 1, (8, 2))
         obs, *_ = collector.step(actions.astype(np.float32))
@@ -290,7 +290,7 @@ def test_dict_reward_model_ranks_held_out_clips_like_the_scripted_score():
                    for a, b in pairs], np.float32)
     ids = np.array([[train[a].id, train[b].id] for a, b in pairs])
     spec = FeatureSpec.from_spaces(venv.observation_space, venv.action_space)
-    assert spec.obs_shape == (9,)
+    assert spec.obs_shape == (11,)
     model = RewardModel(spec, 3, [64, 64], seed=0)
     trainer = RewardTrainer(model, RewardConfig(ensemble=3, device="cpu"), 25, seed=0)
     trainer.sync(ids, mu, {c.id: c for c in train})

@@ -111,8 +111,8 @@ def test_dict_obs_flattens_to_the_box_obs_in_sorted_key_order() -> None:
     box_obs, _ = box_env.reset(seed=4)
     dict_obs, _ = dict_env.reset(seed=4)
     flat = gym.spaces.flatten(dict_env.observation_space, dict_obs)
-    # agent(4), hazard(3), target(2)
-    np.testing.assert_array_equal(flat, box_obs[[0, 1, 2, 3, 6, 7, 8, 4, 5]])
+    # agent(4), hazard(4), target(3)
+    np.testing.assert_array_equal(flat, box_obs[[0, 1, 2, 3, 6, 7, 8, 10, 4, 5, 9]])
 
 
 def test_pixel_obs_is_the_scene_at_obs_size() -> None:

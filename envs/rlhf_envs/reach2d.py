@@ -15,7 +15,7 @@ Why it suits learning from preferences
     be checked against it.
 
 Variants (all share the dynamics, reward, state and ``score``)
-    - ``rlhf_envs/Reach2D-v0``: ``Reach2DEnv``, Box(9,) float32 observation.
+    - ``rlhf_envs/Reach2D-v0``: ``Reach2DEnv``, Box(11,) float32 observation.
     - ``rlhf_envs/Reach2DPixels-v0``: ``Reach2DPixelsEnv``, (64, 64, 3) uint8 image observation.
     - ``rlhf_envs/Reach2DDict-v0``: ``Reach2DDictEnv``, Dict observation.
 
@@ -33,8 +33,14 @@ Reward (computed on the post-step position p', hazard centre h, radius r, target
     ``reward_hazard``, ``reward_ctrl``.
 
 Observation (``Reach2DEnv``), float32, all relative quantities are target/hazard minus agent:
-    [px, py, vx / VMAX, vy / VMAX, gx - px, gy - py, hx - px, hy - py, r]
-    bounds [-1, 1] for position and scaled velocity, [-2, 2] for offsets, [0, 0.5] for r.
+    [px, py, vx / VMAX, vy / VMAX, gx - px, gy - py, hx - px, hy - py, r, d, c]
+    with d = |g - p| (distance to the target) and c = |h - p| - r (clearance from the hazard's
+    rim, negative inside); bounds [-1, 1] for position and scaled velocity, [-2, 2] for
+    offsets, [0, 0.5] for r, [0, 2.9] for d, [-0.5, 2.9] for c. d and c are redundant for the
+    policy, but not for a reward model that learns from a few hundred labels: from the
+    offsets alone it has to discover a Euclidean norm, and generalised to held-out labels at
+    0.63-0.67 accuracy; with d and c, at 0.82-0.87 (BENCHMARKS.md, issue 5). Observation
+    design is part of making a task learnable from preferences.
 
 Actions: Box(-1, 1, (2,), float32). Episodes: never terminate; the fixed horizon (100 steps) is
 the ``max_episode_steps`` of the registration (a TimeLimit truncation).
@@ -161,7 +167,7 @@ def score(clip: Any) -> np.ndarray:
 
 
 class Reach2DEnv(gym.Env[np.ndarray, np.ndarray]):
-    """Reach the target, avoid the hazard; Box(9,) float32 observations. See module docstring.
+    """Reach the target, avoid the hazard; Box(11,) float32 observations. See module docstring.
 
     Args:
         render_mode: None, "rgb_array" or "human".
@@ -183,14 +189,15 @@ class Reach2DEnv(gym.Env[np.ndarray, np.ndarray]):
 
     # --- observation hooks: variants override these two -------------------------------
     def _make_observation_space(self) -> spaces.Space[Any]:
-        low = np.array([-1, -1, -1, -1, -2, -2, -2, -2, 0], dtype=np.float32)
-        high = np.array([1, 1, 1, 1, 2, 2, 2, 2, 0.5], dtype=np.float32)
+        low = np.array([-1, -1, -1, -1, -2, -2, -2, -2, 0, 0, -0.5], dtype=np.float32)
+        high = np.array([1, 1, 1, 1, 2, 2, 2, 2, 0.5, 2.9, 2.9], dtype=np.float32)
         return spaces.Box(low, high, dtype=np.float32)
 
     def _observe(self, s: State) -> Any:
         px, py, vx, vy, gx, gy, hx, hy, hr = s
+        d, c = math.hypot(gx - px, gy - py), math.hypot(hx - px, hy - py) - hr
         return np.array(
-            [px, py, vx / VMAX, vy / VMAX, gx - px, gy - py, hx - px, hy - py, hr],
+            [px, py, vx / VMAX, vy / VMAX, gx - px, gy - py, hx - px, hy - py, hr, d, c],
             dtype=np.float32,
         )
 
@@ -282,20 +289,24 @@ class Reach2DDictEnv(Reach2DEnv):
     """Reach2D with a Dict observation (same numbers as ``Reach2DEnv``, grouped):
 
     - ``agent``: (4,) [px, py, vx / VMAX, vy / VMAX]
-    - ``target``: (2,) target minus agent position
-    - ``hazard``: (3,) [hx - px, hy - py, r]
+    - ``target``: (3,) [gx - px, gy - py, d]
+    - ``hazard``: (4,) [hx - px, hy - py, r, c]
 
-    gymnasium sorts Dict keys, so ``spaces.flatten`` order is agent(4), hazard(3), target(2).
+    gymnasium sorts Dict keys, so ``spaces.flatten`` order is agent(4), hazard(4), target(3).
     """
 
     def _make_observation_space(self) -> spaces.Space[Any]:
         return spaces.Dict(
             {
                 "agent": spaces.Box(-1.0, 1.0, shape=(4,), dtype=np.float32),
-                "target": spaces.Box(-2.0, 2.0, shape=(2,), dtype=np.float32),
-                "hazard": spaces.Box(
+                "target": spaces.Box(
                     np.array([-2, -2, 0], dtype=np.float32),
-                    np.array([2, 2, 0.5], dtype=np.float32),
+                    np.array([2, 2, 2.9], dtype=np.float32),
+                    dtype=np.float32,
+                ),
+                "hazard": spaces.Box(
+                    np.array([-2, -2, 0, -0.5], dtype=np.float32),
+                    np.array([2, 2, 0.5, 2.9], dtype=np.float32),
                     dtype=np.float32,
                 ),
             }
@@ -304,4 +315,5 @@ class Reach2DDictEnv(Reach2DEnv):
     def _observe(self, s: State) -> dict[str, np.ndarray]:
         flat = super()._observe(s)
         # Copies, not views: consumers may write into one entry of an observation.
-        return {"agent": flat[0:4].copy(), "target": flat[4:6].copy(), "hazard": flat[6:9].copy()}
+        return {"agent": flat[0:4].copy(), "target": flat[[4, 5, 9]],
+                "hazard": flat[[6, 7, 8, 10]]}
