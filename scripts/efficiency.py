@@ -188,6 +188,7 @@ def _rlhf(cfg) -> tuple[list[list[float]], float, int, int]:
         load_obs_rms(env, latest / "obs_rms.npz")
         agent = make_agent(cfg.agent, env, cfg.seed, total_timesteps=cfg.loop.total_timesteps)
         load_policy(agent, latest / "policy.zip")
+        env.seed(cfg.seed + 10_000)  # SB3 seeded it with the agent's seed; the baseline's
         final = float(true_returns(agent, env, cfg.eval.episodes).mean())
         env.close()
         curve = [[result.timesteps, result.labels, final]]
