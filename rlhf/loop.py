@@ -154,7 +154,16 @@ class Run:
     # -- the stages ----------------------------------------------------------------------
 
     def ask(self, n: int, iteration: int) -> None:
-        """Select n pairs from the recent clips, store them, and have the teacher label them."""
+        """Select n pairs from the recent clips, store them, and have the teacher label them.
+
+        A person labelling synchronously (``teacher.asynchronous: false``) is waited for
+        until no query is pending, including queries asked before a resume (n may be 0).
+        """
+        self._ask(n, iteration)
+        if not self.teacher.synchronous and not self.asynchronous:
+            self.wait_for_labels(lambda c: c["pending"] == 0, lambda c: c["pending"])
+
+    def _ask(self, n: int, iteration: int) -> None:
         pool = list(self.envs.collector.pool)
         if n <= 0:
             return
@@ -185,8 +194,6 @@ class Run:
         queries = self.store.add_queries([(pool[a].id, pool[b].id) for a, b in pairs],
                                          iteration)
         self.teacher.ask(self.store, queries, self.clips)
-        if not self.teacher.synchronous and not self.asynchronous:
-            self.wait_for_labels(lambda c: c["pending"] == 0, lambda c: c["pending"])
 
     def wait_for_labels(self, done: Callable[[dict[str, int]], bool],
                         missing: Callable[[dict[str, int]], int],

@@ -448,6 +448,45 @@ def test_synchronous_person_run_waits_for_every_batch(tmp_path):
 
 
 @pytest.mark.slow
+def test_synchronous_person_run_resumed_mid_wait_waits_again(tmp_path):
+    # Stopped while waiting for the first batch (nothing answered), the resumed run must
+    # wait for those pending pairs, not fit on nothing and ask about more pairs.
+    from rlhf.loop import resume_config, run
+
+    run_dir = tmp_path / "run"
+    overrides = [f"{k}={v}" for k, v in (("teacher.kind", "human"),
+                 ("teacher.asynchronous", "false"), ("loop.total_timesteps", 512),
+                 ("agent.kwargs.n_steps", 128), ("eval.episodes", 1))]
+    trainer = subprocess.Popen(
+        [sys.executable, "-m", "rlhf.cli", "train", str(ROOT / "configs" / "smoke.yaml"),
+         *overrides, "--run-dir", str(run_dir), "--quiet"], cwd=ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (
+                (run_dir / "status.json").exists()
+                and RunDir(run_dir).read_status().get("waiting_for_labels")):
+            time.sleep(0.1)
+        with Store(run_dir / "store.sqlite") as store:
+            asked = store.counts()
+        assert asked["pending"] > 0 and asked["labels"] == 0
+    finally:
+        trainer.send_signal(signal.SIGTERM)
+        trainer.communicate(timeout=60)
+    RunDir(run_dir).write_status({})  # the person waits until the resumed run says so
+    person = Person(run_dir)
+    person.start()
+    try:
+        result = run(resume_config(run_dir), resume=True, progress=False)
+    finally:
+        person.stop.set()
+    assert all(row["labels"] == row["queries"] for row in result.metrics)
+    first = result.metrics[0]
+    assert first["queries"] == asked["queries"]  # the pending pairs, not new ones
+    assert not np.isnan(first["rm_train_loss"])
+
+
+@pytest.mark.slow
 def test_train_with_label_opens_the_viewer_in_a_child_process(tmp_path):
     run_dir = tmp_path / "run"
     env = {**os.environ, "SDL_VIDEODRIVER": "dummy"}
