@@ -54,19 +54,29 @@ def read_curve_csv(path: str | Path, x: str = "timesteps", y: str = "eval_return
 
 
 def run_curve(run_dir: str | Path, x: str = "timesteps", name: str | None = None) -> Curve:
-    """A run's evaluations (true return of its policy) against ``x``."""
+    """A run's evaluations (true return of its policy) against ``x``; named ``name``, or
+    the run directory's path."""
     if x not in X_AXES:
         raise ValueError(f"x: {x!r} is not one of {', '.join(X_AXES)}")
     run_dir = Path(run_dir)
-    return read_curve_csv(run_dir / "metrics.csv", x=x, name=name or run_dir.name)
+    return read_curve_csv(run_dir / "metrics.csv", x=x, name=name or str(run_dir))
+
+
+def _common_grid(curves: Sequence[Curve]) -> np.ndarray:
+    """The x values of all ``curves`` inside the range every one of them covers."""
+    lo = max(float(c.x.min()) for c in curves)
+    hi = min(float(c.x.max()) for c in curves)
+    xs = np.unique(np.concatenate([c.x for c in curves]))
+    return xs[(xs >= lo) & (xs <= hi)]
 
 
 def plot_curves(curves: Sequence[Curve], out: str | Path, xlabel: str,
                 ylabel: str = "true return", title: str = "") -> Path:
     """Draw ``curves`` into the PNG ``out`` (written atomically); returns its path.
 
-    Curves sharing a name are one setting over several seeds: their median (on the first
-    curve's x, interpolated) is drawn with a band from their min to their max.
+    Curves sharing a name are one setting over several seeds: their median is drawn with a
+    band from their min to their max, over the x range every one of them covers (a run
+    still going shortens it; nothing is extrapolated).
     """
     import io
 
@@ -82,10 +92,11 @@ def plot_curves(curves: Sequence[Curve], out: str | Path, xlabel: str,
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
     try:
         for name, members in groups.items():
-            grid = members[0].x
+            grid = _common_grid(members)
             ys = np.stack([np.interp(grid, c.x, c.y) for c in members])
             label = name if len(members) == 1 else f"{name} (median of {len(members)})"
-            (line,) = ax.plot(grid, np.median(ys, axis=0), label=label, linewidth=1.8)
+            (line,) = ax.plot(grid, np.median(ys, axis=0), label=label, linewidth=1.8,
+                              marker="o", markersize=3)  # a marker: one point is visible
             if len(members) > 1:
                 ax.fill_between(grid, ys.min(axis=0), ys.max(axis=0), alpha=0.2,
                                 color=line.get_color(), linewidth=0)

@@ -32,6 +32,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -71,7 +72,7 @@ SWEEP_LABELS = (100, 200, 350, 1400)  # and the preset's 700: main's run
 QUICK_SWEEP_LABELS = (20, 40)  # and --quick's 60
 IRRATIONAL = ("teacher.kind=irrational", "teacher.mistake=0.1", "teacher.beta=1.0",
               "teacher.equal_threshold=10.0")
-QUERY_LABELS, QUICK_QUERY_LABELS = 400, 40
+QUERY_LABELS, QUICK_QUERY_LABELS = 400, 30
 STRATEGIES = ("random", "disagreement", "entropy")
 EXPERIMENTS = ("main", "sweep", "irrational", "queries")
 
@@ -115,6 +116,8 @@ def plan(experiments: list[str], tasks: list[str], seeds: list[int], quick: bool
             for task in tasks:
                 add(Job("main", task, "rlhf", "rlhf", seed))
                 add(Job("main", task, "ppo", "ppo", seed))
+        if "halfcheetah" not in tasks:
+            continue  # the other experiments are HalfCheetah's
         if "sweep" in experiments:
             add(Job("sweep", "halfcheetah", "ppo", "ppo", seed))
             add(Job("sweep", "halfcheetah", "rlhf", "rlhf", seed))  # the preset's 700
@@ -150,6 +153,7 @@ def run_job(job: Job, out: Path) -> dict[str, Any]:
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     return {**asdict(job), "name": job.name, "final_return": final,
             "random_return": _random_return(cfg), "timesteps": timesteps, "labels": labels,
+            "label_budget": cfg.loop.total_labels if job.kind == "rlhf" else 0,
             "wall_s": wall, "cpu_s": cpu, "curve": curve}
 
 
@@ -200,7 +204,7 @@ def _ppo(cfg) -> tuple[list[list[float]], float, int]:
     timesteps, evaluated at the timesteps where the RLHF loop evaluates."""
     from stable_baselines3.common.callbacks import BaseCallback
 
-    from rlhf.agent import make_agent, make_env_stack
+    from rlhf.agent import make_agent, make_env_stack, set_learn_horizon
     from rlhf.evaluate import true_returns
     from rlhf.loop import eval_iterations, iteration_ends
     from rlhf.scores import score_vec_env
@@ -234,6 +238,7 @@ def _ppo(cfg) -> tuple[list[list[float]], float, int]:
         def _on_step(self) -> bool:
             return True
 
+    set_learn_horizon(agent, ends[-1])  # the rate falls as in the RLHF run: over total
     agent.learn(ends[-1], callback=EvalAt())
     final = evaluate()
     if not curve or curve[-1][0] < agent.num_timesteps:
@@ -267,7 +272,8 @@ def _random_return(cfg, episodes: int = 10) -> float:
 # -- the suite ---------------------------------------------------------------------------
 
 
-def run_suite(jobs: list[Job], out: Path, parallel: int) -> None:
+def run_suite(jobs: list[Job], out: Path, parallel: int) -> list[str]:
+    """Run the jobs without a result yet, ``parallel`` at a time; returns the failed ones."""
     results = out / "results"
     results.mkdir(parents=True, exist_ok=True)
     todo = []
@@ -285,7 +291,24 @@ def run_suite(jobs: list[Job], out: Path, parallel: int) -> None:
           f"{len(todo)} to run, {parallel} at a time; results in {results}", flush=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1"} if parallel > 1 else dict(os.environ)
     running: list[tuple[Job, subprocess.Popen, float]] = []
-    failed = []
+    failed: list[str] = []
+    try:
+        _run_all(todo, running, failed, out, parallel, env)
+    finally:  # Ctrl-C or SIGTERM: stop the jobs too (a rerun starts them over)
+        for _, proc, _ in running:
+            proc.terminate()
+        for _, proc, _ in running:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    if failed:
+        print(f"efficiency: {len(failed)} jobs failed: {', '.join(failed)}", flush=True)
+    return failed
+
+
+def _run_all(todo: list[Job], running: list, failed: list[str], out: Path, parallel: int,
+             env: dict[str, str]) -> None:
     while todo or running:
         while todo and len(running) < parallel:
             job = todo.pop(0)
@@ -308,8 +331,6 @@ def run_suite(jobs: list[Job], out: Path, parallel: int) -> None:
             print(f"efficiency: {job.name} {'done' if ok else 'FAILED'} in "
                   f"{time.perf_counter() - t0:.0f} s (log: {out / 'logs' / job.name}.log)",
                   flush=True)
-    if failed:
-        print(f"efficiency: {len(failed)} jobs failed: {', '.join(failed)}", flush=True)
 
 
 def load_results(out: Path) -> list[dict[str, Any]]:
@@ -395,24 +416,25 @@ def _xy(curve: list[list[float]], x: int) -> tuple[Any, Any]:
 
 
 def _sweep_summary(rows: list[dict[str, Any]], ppo: dict) -> list[str]:
-    """Labels needed to reach 80% of true-reward PPO's return (normalised 0.8), by linear
-    interpolation of the sweep's median normalised score against labels."""
+    """Labels needed to reach 80% of true-reward PPO's return (normalised 0.8): the first
+    budget where the sweep's median normalised score crosses 0.8, linearly interpolated."""
     sweep = [r for r in rows if r["task"] == "halfcheetah" and r["kind"] == "rlhf"
              and (r["group"].startswith("labels") or r["group"] == "rlhf")]
     points: dict[int, list[float]] = {}
     for r in sweep:
         base = ppo.get((r["task"], r["seed"]))
         if base is not None and base["final_return"] != r["random_return"]:
-            points.setdefault(r["labels"], []).append(
+            points.setdefault(r.get("label_budget", r["labels"]), []).append(
                 (r["final_return"] - r["random_return"])
                 / (base["final_return"] - r["random_return"]))
     if len(points) < 2:
         return []
     xs = sorted(points)
     ys = [statistics.median(points[x]) for x in xs]
-    need = next((x0 + (0.8 - y0) * (x1 - x0) / (y1 - y0)
-                 for x0, y0, x1, y1 in zip(xs, ys, xs[1:], ys[1:], strict=False)
-                 if y0 < 0.8 <= y1), xs[0] if ys[0] >= 0.8 else None)
+    need: float | None = xs[0] if ys[0] >= 0.8 else next(
+        (x0 + (0.8 - y0) * (x1 - x0) / (y1 - y0)
+         for x0, y0, x1, y1 in zip(xs, ys, xs[1:], ys[1:], strict=False) if y0 < 0.8 <= y1),
+        None)
     table = ", ".join(f"{x}: {y:.2f}" for x, y in zip(xs, ys, strict=True))
     verdict = ("not reached at any budget measured" if need is None
                else f"about {need:.0f} labels")
@@ -462,11 +484,21 @@ def main() -> None:
         atomic_write_text(out / "results" / f"{job.name}.json", json.dumps(result, indent=1))
         print(json.dumps({k: v for k, v in result.items() if k != "curve"}), flush=True)
         return
+    if args.jobs < 1:
+        p.error(f"--jobs: must be >= 1, got {args.jobs}")
     seeds = args.seeds if args.seeds is not None else ([0] if args.quick else [0, 1, 2])
+    failed: list[str] = []
     if not args.report_only:
-        run_suite(plan(args.experiments, args.tasks, seeds, args.quick, args.set), out,
-                  args.jobs)
+        signal.signal(signal.SIGTERM, _raise_interrupt)  # stop the jobs too
+        failed = run_suite(plan(args.experiments, args.tasks, seeds, args.quick, args.set),
+                           out, args.jobs)
     print(report(out))
+    if failed:
+        sys.exit(1)
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

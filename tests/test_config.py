@@ -67,3 +67,13 @@ def test_every_preset_loads():
     assert presets
     for preset in presets:
         load_config(preset)
+
+
+def test_exponent_numbers_without_a_dot_are_numbers(tmp_path):
+    # PyYAML (YAML 1.1) reads 3e-4 as a string; a learning rate must be a number.
+    cfg = load_config(None, ["agent.kwargs.learning_rate=3e-4"])
+    assert cfg.agent.kwargs["learning_rate"] == 3e-4
+    path = tmp_path / "c.yaml"
+    path.write_text("reward:\n  lr: 1e-3\nagent:\n  kwargs:\n    learning_rate: 2E-5\n")
+    cfg = load_config(path)
+    assert cfg.reward.lr == 1e-3 and cfg.agent.kwargs["learning_rate"] == 2e-5
