@@ -115,6 +115,10 @@ class TeacherConfig:
     """Skip a pair when neither clip's return exceeds this (None: never skip)."""
     equal_threshold: float = 0.0
     """Answer 'equal' when the returns differ by less than this."""
+    relative_thresholds: bool = False
+    """B-Pref's scaling: ``skip_threshold`` and ``equal_threshold`` are fractions of the
+    mean clip return of the batch being asked (so they follow the agent as its returns
+    grow), not absolute returns. B-Pref's 'equal' teacher: equal_threshold 0.1."""
     score: str | None = None
     """Scoring function ``module:function`` mapping a clip to per-step scores (T,);
     None = the env's own reward."""

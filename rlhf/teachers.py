@@ -50,10 +50,11 @@ class SimulatedTeacher:
     def __init__(self, score: ScoreFn = true_reward, beta: float = math.inf, gamma: float = 1.0,
                  mistake: float = 0.0, skip_threshold: float | None = None,
                  equal_threshold: float = 0.0, rng: np.random.Generator | None = None,
-                 name: str = "oracle"):
+                 name: str = "oracle", relative_thresholds: bool = False):
         self.score = score
         self.beta, self.gamma, self.mistake = beta, gamma, mistake
         self.skip_threshold, self.equal_threshold = skip_threshold, equal_threshold
+        self.relative_thresholds = relative_thresholds
         self.rng = rng if rng is not None else np.random.default_rng(0)
         self.name = name
 
@@ -65,15 +66,16 @@ class SimulatedTeacher:
         weights = self.gamma ** np.arange(len(clip) - 1, -1, -1, dtype=np.float64)
         return float(np.dot(weights, scores))
 
-    def answer(self, clip_a: Clip, clip_b: Clip) -> str:
-        """One of 'a', 'b', 'equal', 'skip'."""
+    def answer(self, clip_a: Clip, clip_b: Clip, scale: float = 1.0) -> str:
+        """One of 'a', 'b', 'equal', 'skip'. ``scale`` multiplies the skip and equal
+        thresholds (``ask`` passes the batch's margin where thresholds are relative)."""
         ra, rb = self.clip_return(clip_a), self.clip_return(clip_b)
         # Draw every random number for every pair, so one answer's branch never shifts the
         # random stream of the next (same seed, same labels, whatever the thresholds).
         u_pref, u_mistake = self.rng.random(2)
-        if self.skip_threshold is not None and max(ra, rb) < self.skip_threshold:
+        if self.skip_threshold is not None and max(ra, rb) < self.skip_threshold * scale:
             return "skip"
-        if abs(ra - rb) < self.equal_threshold:
+        if abs(ra - rb) < self.equal_threshold * scale:
             return "equal"
         if math.isinf(self.beta):
             p_a = 1.0 if ra > rb else 0.0 if ra < rb else 0.5
@@ -84,11 +86,20 @@ class SimulatedTeacher:
             choice = "b" if choice == "a" else "a"
         return choice
 
+    def margin(self, clips: Sequence[Clip]) -> float:
+        """B-Pref's scale for relative thresholds: |mean return| of ``clips``."""
+        return abs(float(np.mean([self.clip_return(c) for c in clips]))) if clips else 1.0
+
     def ask(self, store: Store, queries: Sequence[Query], clips: dict[int, Clip]) -> None:
+        scale = 1.0
+        if self.relative_thresholds:
+            ids = sorted({i for q in queries for i in (q.clip_a, q.clip_b)})
+            scale = self.margin([clips[i] for i in ids])
         for i, q in enumerate(queries):  # each label committed on its own, like a person's
             if i == len(queries) // 2:
                 failpoint("label")
-            store.add_label(q.id, self.answer(clips[q.clip_a], clips[q.clip_b]), self.name)
+            store.add_label(q.id, self.answer(clips[q.clip_a], clips[q.clip_b], scale),
+                            self.name)
 
 
 class HumanTeacher:
@@ -127,4 +138,5 @@ def make_teacher(cfg: TeacherConfig, rng: np.random.Generator,
     return SimulatedTeacher(
         score=score or load_score_fn(cfg.score), beta=cfg.beta, gamma=cfg.gamma,
         mistake=cfg.mistake, skip_threshold=cfg.skip_threshold,
-        equal_threshold=cfg.equal_threshold, rng=rng, name=cfg.kind)
+        equal_threshold=cfg.equal_threshold, rng=rng, name=cfg.kind,
+        relative_thresholds=cfg.relative_thresholds)

@@ -13,7 +13,7 @@ Experiments (``--experiments``, default all):
 - ``sweep``: HalfCheetah at 100, 200, 350, 700 and 1400 labels (labels needed for 80% of
   true-reward PPO's return).
 - ``irrational``: HalfCheetah, 700 labels, a B-Pref-style teacher (mistake 0.1, β = 1,
-  'equal' below a return difference of 10, about a tenth of a mid-run 50-step clip's return).
+  'equal' below a tenth of the batch's mean clip return, B-Pref's 'equal' teacher).
 - ``queries``: HalfCheetah at 400 labels with random, disagreement and entropy selection.
 
 Every job (one RLHF run, or one PPO baseline) runs in its own process and writes
@@ -71,7 +71,7 @@ TASKS: dict[str, Task] = {
 SWEEP_LABELS = (100, 200, 350, 1400)  # and the preset's 700: main's run
 QUICK_SWEEP_LABELS = (20, 40)  # and --quick's 60
 IRRATIONAL = ("teacher.kind=irrational", "teacher.mistake=0.1", "teacher.beta=1.0",
-              "teacher.equal_threshold=10.0")
+              "teacher.equal_threshold=0.1", "teacher.relative_thresholds=true")
 QUERY_LABELS, QUICK_QUERY_LABELS = 400, 30
 STRATEGIES = ("random", "disagreement", "entropy")
 EXPERIMENTS = ("main", "sweep", "irrational", "queries")

@@ -69,3 +69,18 @@ def test_custom_score_function():
     bad = SimulatedTeacher(score=lambda clip: clip.rewards.sum())
     with pytest.raises(ValueError, match="expected \\(5,\\) per-step scores"):
         bad.answer(*_pairs(1)[0])
+
+
+def test_relative_thresholds_scale_with_the_batch_returns(tmp_path):
+    # B-Pref: thresholds are fractions of the batch's mean clip return, so the same teacher
+    # calls a 5-point difference 'equal' among returns near 100, not among returns near 1.
+    from rlhf.store import Store
+
+    teacher = SimulatedTeacher(equal_threshold=0.1, relative_thresholds=True)
+    assert teacher.answer(_clip([50.0, 50.0]), _clip([50.0, 55.0])) == "b"  # scale 1
+    with Store(tmp_path / "store.sqlite", create=True) as store:
+        for returns, expected in (((100.0, 105.0), "equal"), ((1.0, 1.5), "b")):
+            a, b = store.add_clips([_clip([returns[0]]), _clip([returns[1]])])
+            (query,) = store.add_queries([(a.id, b.id)], 0)
+            teacher.ask(store, [query], {a.id: a, b.id: b})
+            assert store.labels()[-1].choice == expected
