@@ -184,10 +184,18 @@ def load_obs_rms(env: VecEnv, path: Path) -> None:
         env.obs_rms.count = float(d["count"])
 
 
+EVAL_SEED_OFFSET = 20_000
+"""``rlhf eval`` (and its ``--video``) seed their env with the run's seed plus this: initial
+states the training envs, seeded with the run's seed, do not start from."""
+
+
 def eval_env(cfg: Config, train_env: VecEnv | None = None, obs_rms_path: Path | None = None,
-             seed: int = 10_000) -> VecEnv:
-    """An env for true-reward evaluation, normalising observations like the agent's."""
-    venv: VecEnv = DummyVecEnv([env_factory(cfg.env, record_state=False)])
+             seed: int = 10_000, record_frames: bool = False) -> VecEnv:
+    """An env for true-reward evaluation, normalising observations like the agent's (from
+    ``train_env``'s statistics, or a checkpoint's ``obs_rms_path``), seeded ``cfg.seed +
+    seed``; ``record_frames`` renders frames into ``info`` (``rlhf eval --video``)."""
+    venv: VecEnv = DummyVecEnv([env_factory(cfg.env, record_state=False,
+                                            record_frames=record_frames)])
     venv.seed(cfg.seed + seed)
     if cfg.agent.normalize_obs:
         venv = VecNormalize(venv, training=False, norm_obs=True, norm_reward=False)

@@ -130,7 +130,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from rlhf.agent import eval_env, load_policy, make_agent
+    from rlhf.agent import EVAL_SEED_OFFSET, eval_env, load_policy, make_agent
     from rlhf.evaluate import true_returns
 
     video_opts = {"--video-episodes": args.video_episodes, "--video-fps": args.video_fps,
@@ -148,8 +148,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from rlhf.video import VideoRecorder, check_video_path
 
         check_video_path(args.video, force=args.force)  # a bad path: refused before any work
-    from rlhf.video import EVAL_SEED_OFFSET
-
     env = eval_env(cfg, obs_rms_path=latest / "obs_rms.npz", seed=EVAL_SEED_OFFSET)
     recorder = recording = None
     try:

@@ -97,28 +97,23 @@ def frame_step(render_fps: float, max_fps: float) -> int:
     return max(1, math.ceil(render_fps / max_fps - 1e-9))
 
 
-EVAL_SEED_OFFSET = 20_000
-"""``rlhf eval`` seeds its env with the run's seed plus this (initial states the training
-envs, seeded with the run's seed, do not start from)."""
-
-
 class VideoRecorder:
     """The agent's policy in an ``rgb_array`` env, recorded to a file.
 
     Args:
         cfg: the run's config (``rlhf.config.Config``).
         obs_rms_path: the checkpoint's ``obs_rms.npz`` (used where ``agent.normalize_obs``).
-        seed: the env's seed; None: ``cfg.seed + EVAL_SEED_OFFSET``, where ``rlhf eval``'s
-            episodes start (held-out initial states, not the training env's seed).
+        seed: the env's seed; None: ``cfg.seed + EVAL_SEED_OFFSET`` (``rlhf.agent``), where
+            ``rlhf eval``'s episodes start (held-out initial states, not the training env's).
 
     Raises ``VideoError`` naming the env id if it cannot render ``rgb_array`` frames.
     """
 
     def __init__(self, cfg: Any, obs_rms_path: Path | None = None, seed: int | None = None):
-        from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize
+        from stable_baselines3.common.vec_env import VecEnv
 
-        from rlhf.agent import load_obs_rms
-        from rlhf.environment import FrameRecorder, env_factory
+        from rlhf.agent import EVAL_SEED_OFFSET, eval_env
+        from rlhf.environment import FrameRecorder
 
         if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
             # Classic-control envs initialise pygame's display even for rgb_array frames.
@@ -127,25 +122,21 @@ class VideoRecorder:
         with warnings.catch_warnings():
             # gymnasium warns (and makes the env anyway) when rgb_array is not offered
             warnings.simplefilter("ignore")
-            # The eval env's stack (Monitor: true returns) with rendering; a FrameRecorder
-            # renders the state before each step it is switched on for.
-            self._venv = DummyVecEnv([env_factory(cfg.env, record_state=False,
-                                                  record_frames=True)])
-        env = self._venv.envs[0]
+            # The eval env's stack (Monitor: true returns, normalised observations) with
+            # rendering; a FrameRecorder renders the state before each step it is switched
+            # on for.
+            self.env: VecEnv = eval_env(
+                cfg, obs_rms_path=obs_rms_path, record_frames=True,
+                seed=EVAL_SEED_OFFSET if seed is None else seed - cfg.seed)
+        env = self.env.unwrapped.envs[0]
         modes = list(env.unwrapped.metadata.get("render_modes") or [])
         if "rgb_array" not in modes:
-            self._venv.close()
+            self.env.close()
             raise VideoError(f"{self.env_id} cannot render rgb_array frames "
                              f"(metadata['render_modes'] = {modes}), so there is nothing to "
                              "record; drop --video, or add an rgb_array render mode to the env")
         self._recorder = _find_wrapper(env, FrameRecorder)
         self.render_fps = float(env.unwrapped.metadata.get("render_fps") or FALLBACK_FPS)
-        self._venv.seed(cfg.seed + EVAL_SEED_OFFSET if seed is None else seed)
-        self.env: VecEnv = self._venv
-        if cfg.agent.normalize_obs:
-            self.env = VecNormalize(self._venv, training=False, norm_obs=True, norm_reward=False)
-            if obs_rms_path is not None:
-                load_obs_rms(self.env, obs_rms_path)
 
     def record(self, agent: Any, path: str | Path, episodes: int = 1,
                deterministic: bool = True, max_fps: float | None = None,
