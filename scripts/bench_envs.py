@@ -35,8 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from rlhf.config import Config  # noqa: E402
-from rlhf.environment import make_env  # noqa: E402
-from rlhf.scores import ScoreReward, score_vec_env  # noqa: E402
+from rlhf.evaluate import random_return  # noqa: E402
+from rlhf.scores import score_vec_env  # noqa: E402
 from rlhf.teachers import ScoreFn, load_score_fn  # noqa: E402
 
 # -- score: RLHF vs PPO on the scripted score ------------------------------------------------
@@ -61,21 +61,6 @@ def scripted_return(agent: Any, cfg: Config, score: ScoreFn, episodes: int,
                                  return_episode_rewards=True, warn=False)
     env.close()
     return float(np.mean(returns))
-
-
-def random_return(cfg: Config, score: ScoreFn, episodes: int) -> float:
-    env = ScoreReward(make_env(cfg.env), score)
-    env.action_space.seed(0)
-    total = []
-    for ep in range(episodes):
-        env.reset(seed=20_000 + ep)
-        ret, done = 0.0, False
-        while not done:
-            _, r, term, trunc, _ = env.step(env.action_space.sample())
-            ret, done = ret + r, term or trunc
-        total.append(ret)
-    env.close()
-    return float(np.mean(total))
 
 
 def cmd_score(args: argparse.Namespace) -> None:
@@ -116,7 +101,8 @@ def cmd_score(args: argparse.Namespace) -> None:
         ppo_score = scripted_return(ppo, cfg, score, args.episodes,
                                     env.obs_rms if cfg.agent.normalize_obs else None)
         env.close()
-        rand = random_return(cfg, score, args.episodes)
+        rand = random_return(cfg.env, args.episodes, score, action_seed=0,
+                             first_reset_seed=20_000)
         row = {"config": args.config, "seed": seed, "labels": result.labels,
                "timesteps": result.timesteps, "rlhf_score": rlhf_score,
                "ppo_on_score": ppo_score, "random": rand,

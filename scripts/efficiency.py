@@ -140,6 +140,7 @@ def plan(experiments: list[str], tasks: list[str], seeds: list[int], quick: bool
 def run_job(job: Job, out: Path) -> dict[str, Any]:
     """Run ``job``; returns its result (final return, curve, random return, wall time)."""
     from rlhf.config import load_config
+    from rlhf.evaluate import random_return
 
     cfg = load_config(job.config,
                       [*job.overrides, f"seed={job.seed}",
@@ -152,7 +153,9 @@ def run_job(job: Job, out: Path) -> dict[str, Any]:
         labels = 0
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     return {**asdict(job), "name": job.name, "final_return": final,
-            "random_return": _random_return(cfg), "timesteps": timesteps, "labels": labels,
+            "random_return": random_return(cfg.env, 10, _score(cfg), action_seed=cfg.seed,
+                                           first_reset_seed=cfg.seed + 50_000),
+            "timesteps": timesteps, "labels": labels,
             "label_budget": cfg.loop.total_labels if job.kind == "rlhf" else 0,
             "wall_s": wall, "cpu_s": cpu, "curve": curve}
 
@@ -247,26 +250,6 @@ def _ppo(cfg) -> tuple[list[list[float]], float, int]:
         curve[-1][2] = final
     env.close()
     return curve, final, int(agent.num_timesteps)
-
-
-def _random_return(cfg, episodes: int = 10) -> float:
-    """Mean return of uniformly random actions (true reward or scripted score)."""
-    from rlhf.environment import make_env
-    from rlhf.scores import ScoreReward
-
-    score = _score(cfg)
-    env = make_env(cfg.env) if score is None else ScoreReward(make_env(cfg.env), score)
-    env.action_space.seed(cfg.seed)
-    total = []
-    for ep in range(episodes):
-        env.reset(seed=cfg.seed + 50_000 + ep)
-        ret, done = 0.0, False
-        while not done:
-            _, r, term, trunc, _ = env.step(env.action_space.sample())
-            ret, done = ret + float(r), term or trunc
-        total.append(ret)
-    env.close()
-    return float(sum(total) / len(total))
 
 
 # -- the suite ---------------------------------------------------------------------------
