@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from stable_baselines3 import A2C, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize, unwrap_vec_normalize
 
 from rlhf.clips import ClipCollector, FrameSampling
@@ -103,7 +104,7 @@ def set_learn_horizon(agent: BaseAlgorithm, steps: int) -> None:
         agent.learning_rate.horizon = agent.num_timesteps + steps
 
 
-def make_agent(cfg: AgentConfig, env: VecEnv, seed: int,
+def make_agent(cfg: AgentConfig, env: VecEnv, seed: int | None,
                tensorboard_log: str | None = None,
                total_timesteps: int | None = None) -> BaseAlgorithm:
     """The SB3 algorithm ``cfg`` names on ``env``. ``total_timesteps``: the run's whole
@@ -159,6 +160,20 @@ def load_policy(agent: BaseAlgorithm, path: Path) -> None:
             zipfile.BadZipFile) as e:
         raise CheckpointError(f"{path}: not a policy this config can load (corrupt, or saved "
                               f"for another env or network): {e}") from None
+
+
+def load_trained_agent(cfg: Config, env: VecEnv, checkpoint: Path) -> BaseAlgorithm:
+    """The policy saved in a run's ``checkpoint`` directory, acting on ``env`` (parameters
+    only, see ``load_policy``).
+
+    Random generators are seeded from ``cfg.seed`` as SB3 would, but ``env`` is not
+    reseeded: SB3 seeds an agent's env when it builds the agent, which would throw away
+    the evaluation seed the caller gave ``env``.
+    """
+    agent = make_agent(cfg.agent, env, seed=None, total_timesteps=cfg.loop.total_timesteps)
+    set_random_seed(cfg.seed)
+    load_policy(agent, checkpoint / "policy.zip")
+    return agent
 
 
 # -- observation normalisation stats, saved without pickle -------------------------------

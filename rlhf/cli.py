@@ -130,7 +130,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from rlhf.agent import EVAL_SEED_OFFSET, eval_env, load_policy, make_agent
+    from rlhf.agent import EVAL_SEED_OFFSET, eval_env, load_trained_agent
     from rlhf.evaluate import true_returns
 
     video_opts = {"--video-episodes": args.video_episodes, "--video-fps": args.video_fps,
@@ -153,10 +153,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     try:
         if args.video is not None:  # an env without frames: refused before any episode
             recorder = VideoRecorder(cfg, obs_rms_path=latest / "obs_rms.npz")
-        # Then parameters only: no unpickling.
-        agent = make_agent(cfg.agent, env, cfg.seed, total_timesteps=cfg.loop.total_timesteps)
-        load_policy(agent, latest / "policy.zip")
-        env.seed(cfg.seed + EVAL_SEED_OFFSET)  # SB3 seeded it with the agent's seed
+        agent = load_trained_agent(cfg, env, latest)
         returns = true_returns(agent, env, args.episodes, deterministic=not args.stochastic)
         if recorder is not None:
             recording = recorder.record(agent, args.video, episodes=args.video_episodes or 1,

@@ -64,7 +64,7 @@ def scripted_return(agent: Any, cfg: Config, score: ScoreFn, episodes: int,
 
 
 def cmd_score(args: argparse.Namespace) -> None:
-    from rlhf.agent import load_policy, make_agent
+    from rlhf.agent import load_trained_agent, make_agent
     from rlhf.config import load_config
     from rlhf.loop import run
     from rlhf.rundir import RunDir
@@ -82,8 +82,7 @@ def cmd_score(args: argparse.Namespace) -> None:
         rundir = RunDir.open(result.run_dir)
         latest = rundir.latest_checkpoint()
         env = score_env(cfg, score, seed)
-        rlhf_agent = make_agent(cfg.agent, env, seed, total_timesteps=result.timesteps)
-        load_policy(rlhf_agent, latest / "policy.zip")
+        rlhf_agent = load_trained_agent(cfg, env, latest)
         rms = None
         if cfg.agent.normalize_obs:
             from rlhf.agent import load_obs_rms

@@ -179,7 +179,7 @@ def _eval_env(cfg, train_env):
 
 
 def _rlhf(cfg) -> tuple[list[list[float]], float, int, int]:
-    from rlhf.agent import load_obs_rms, load_policy, make_agent
+    from rlhf.agent import load_obs_rms, load_trained_agent
     from rlhf.evaluate import true_returns
     from rlhf.loop import run
     from rlhf.rundir import RunDir
@@ -193,9 +193,7 @@ def _rlhf(cfg) -> tuple[list[list[float]], float, int, int]:
         latest = RunDir.open(result.run_dir).latest_checkpoint()
         env = _eval_env(cfg, None)
         load_obs_rms(env, latest / "obs_rms.npz")
-        agent = make_agent(cfg.agent, env, cfg.seed, total_timesteps=cfg.loop.total_timesteps)
-        load_policy(agent, latest / "policy.zip")
-        env.seed(cfg.seed + 10_000)  # SB3 seeded it with the agent's seed; the baseline's
+        agent = load_trained_agent(cfg, env, latest)
         final = float(true_returns(agent, env, cfg.eval.episodes).mean())
         env.close()
         curve = [[result.timesteps, result.labels, final]]
