@@ -360,6 +360,9 @@ def test_trainer_and_two_viewers_answer_each_query_at_most_once(run_dir):
     outputs = [v.communicate(timeout=20) for v in viewers]
     said = [stored_label_ids(before + out.splitlines())
             for before, (out, _) in zip(early, outputs, strict=True)]
+    # First: did both viewers exit cleanly? (A crash between storing a label and logging
+    # it would otherwise surface below as a count mismatch, without its traceback.)
+    assert [v.returncode for v in viewers] == [0, 0], [err for _, err in outputs]
     rows = store.db.execute("SELECT id, query_id, teacher FROM labels").fetchall()
     assert store.counts()["pending"] == 0 and store.counts()["queries"] == 6 + 4 * 6
     per_query: dict[int, int] = {}
@@ -369,8 +372,10 @@ def test_trainer_and_two_viewers_answer_each_query_at_most_once(run_dir):
     stored = {lid: qid for lid, qid, _ in rows}
     for mine in said:
         assert mine and mine.items() <= stored.items()  # both labelled; all answers stored
-    assert sum(len(m) for m in said) == len(rows)
-    assert [v.returncode for v in viewers] == [0, 0], [err for _, err in outputs]
+    unreported = sorted(set(stored) - {lid for m in said for lid in m})
+    assert sum(len(m) for m in said) == len(rows), (
+        f"stored but never logged by a viewer: labels {unreported}; "
+        f"viewer stderr: {[err[-2000:] for _, err in outputs]}")
 
 
 # -- training with a person in the loop ----------------------------------------------------
