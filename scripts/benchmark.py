@@ -2,7 +2,7 @@
 """Benchmarks of the reward model and its cost inside RL. Results go in BENCHMARKS.md.
 
     python scripts/benchmark.py ceiling                 # the machine's matmul ceilings
-    python scripts/benchmark.py reward [--quick]        # batched ensemble vs per-member loop
+    python scripts/benchmark.py reward [--members 5]    # batched ensemble vs per-member loops
     python scripts/benchmark.py inference               # reward queries/s for 1-64 envs
     python scripts/benchmark.py overhead [--steps N]    # PPO steps/s: learned vs true reward
     python scripts/benchmark.py scaling                 # fit time as labels grow
@@ -33,7 +33,11 @@ sys.path.insert(0, str(ROOT))
 from rlhf.clips import Clip  # noqa: E402
 from rlhf.config import RewardConfig  # noqa: E402
 from rlhf.reward.model import FeatureSpec, RewardModel  # noqa: E402
-from rlhf.reward.reference import ReferenceEnsemble, reference_train_step  # noqa: E402
+from rlhf.reward.reference import (  # noqa: E402
+    ReferenceEnsemble,
+    reference_pair_loop_step,
+    reference_train_step,
+)
 from rlhf.reward.trainer import RewardTrainer  # noqa: E402
 
 ACTION_DIM = {11: 3, 17: 6, 376: 17}  # Hopper, HalfCheetah, Humanoid
@@ -118,7 +122,8 @@ def synthetic_trainer(members: int, clip_length: int, obs_dim: int, hidden: int,
 
 def bench_reward_point(members: int, clip_length: int, obs_dim: int, hidden: int,
                        device: torch.device, batch: int, repeats: int, steps: int,
-                       naive: bool = True, precision: str = "auto") -> dict[str, float]:
+                       compare: tuple[str, ...] = ("loop", "naive"),
+                       precision: str = "auto") -> dict[str, float]:
     trainer = synthetic_trainer(members, clip_length, obs_dim, hidden, 2000, str(device), batch,
                                 precision=precision)
     n = len(trainer.data)
@@ -133,21 +138,25 @@ def bench_reward_point(members: int, clip_length: int, obs_dim: int, hidden: int
         "clip_steps_per_s": members * batch * 2 * clip_length * steps / t_batched,
         "gflops": flops_step * steps / t_batched / 1e9,
     }
-    if naive:
+    # The per-member references, slowest first: "loop" also loops over the minibatch's
+    # pairs (the most used peer library's way), "naive" batches the pairs of each member.
+    references = {"loop": reference_pair_loop_step, "naive": reference_train_step}
+    for name in (r for r in references if r in compare):
         ref = ReferenceEnsemble(trainer.model.net).to(device)
         opts = [torch.optim.Adam(m.parameters(), lr=1e-3) for m in ref.members]
         feats = trainer.data.features.view()  # already standardised
         pairs, mu = trainer.data.pairs.view(), trainer.data.mu.view()
 
-        def naive_steps() -> None:
+        def ref_steps(step=references[name], ref=ref, opts=opts, feats=feats, pairs=pairs,
+                      mu=mu) -> None:
             for m, (member, opt) in enumerate(zip(ref.members, opts, strict=True)):
                 for _ in range(steps):
                     idx = boot[m, torch.randint(n, (batch,), device=device)]
-                    reference_train_step(member, opt, feats, pairs, mu, idx)
+                    step(member, opt, feats, pairs, mu, idx)
 
-        t_naive = timed(naive_steps, repeats, _sync(device))
-        row["naive_pairs_per_s"] = batch * steps / t_naive
-        row["speedup"] = t_naive / t_batched
+        t_ref = timed(ref_steps, repeats, _sync(device))
+        row[f"{name}_pairs_per_s"] = batch * steps / t_ref
+        row[f"speedup_vs_{name}"] = t_ref / t_batched
     if device.type == "cuda":
         row["peak_mem_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     return row
@@ -160,7 +169,7 @@ def cmd_reward(args: argparse.Namespace) -> list[dict]:
             for m in args.members]
     for m, t, o, h in grid:
         row = bench_reward_point(m, t, o, h, device, args.batch, args.repeats, args.steps,
-                                 naive=not args.no_naive, precision=args.precision)
+                                 compare=tuple(args.compare), precision=args.precision)
         rows.append(row)
         emit(row, 2)
     return rows
@@ -300,7 +309,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=5, help="training steps per timed run")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--no-naive", action="store_true")
+    p.add_argument("--compare", nargs="*", default=["loop", "naive"], choices=["loop", "naive"],
+                   help="reward: the per-member references to time (none: batched only)")
     p.add_argument("--envs", nargs="+", default=["Pendulum-v1", "HalfCheetah-v5"])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--out", default="runs/bench")

@@ -5,7 +5,11 @@ import pytest
 import torch
 
 from rlhf.reward.network import EnsembleMLP
-from rlhf.reward.reference import ReferenceEnsemble
+from rlhf.reward.reference import (
+    ReferenceEnsemble,
+    reference_pair_loop_step,
+    reference_train_step,
+)
 
 
 @pytest.mark.parametrize("hidden", [[16], [32, 32], [8, 8, 8]])
@@ -50,3 +54,22 @@ def test_bf16_autocast_stays_close_to_float32():
     rel = (half - full).abs().max() / full.abs().max()
     assert rel < 0.05
     assert np.corrcoef(half.detach().numpy().ravel(), full.detach().numpy().ravel())[0, 1] > 0.999
+
+
+def test_pair_loop_reference_takes_the_same_step_as_the_batched_reference():
+    # The benchmark's slowest baseline must compute the same thing as the others.
+    gen = torch.Generator().manual_seed(3)
+    net = EnsembleMLP(1, 6, [16, 16], generator=gen)
+    batched_ref, loop_ref = ReferenceEnsemble(net).members[0], ReferenceEnsemble(net).members[0]
+    features = torch.randn(12, 5, 6, generator=gen)  # (C, T, D)
+    pairs = torch.randint(12, (20, 2), generator=gen)
+    mu = torch.randint(2, (20,), generator=gen).float()
+    idx = torch.randint(20, (8,), generator=gen)
+    # SGD: an update linear in the gradient (Adam would amplify float noise in ~0 gradients)
+    opts = [torch.optim.SGD(m.parameters(), lr=0.1) for m in (batched_ref, loop_ref)]
+    for _ in range(3):
+        loss_b = reference_train_step(batched_ref, opts[0], features, pairs, mu, idx)
+        loss_l = reference_pair_loop_step(loop_ref, opts[1], features, pairs, mu, idx)
+        assert loss_b == pytest.approx(loss_l, rel=1e-5)
+    for pb, pl in zip(batched_ref.parameters(), loop_ref.parameters(), strict=True):
+        torch.testing.assert_close(pb, pl, rtol=1e-4, atol=1e-5)

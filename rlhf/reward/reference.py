@@ -1,6 +1,11 @@
 """A per-member reference ensemble: M separate ``nn.Sequential`` MLPs, trained one after
 another — the straightforward implementation. Used to check the batched ensemble's numbers
-(tests) and as the baseline its speed is measured against (``scripts/benchmark.py reward``).
+(tests) and as the baselines its speed is measured against (``scripts/benchmark.py reward``):
+
+- ``reference_train_step``: one member's step with the minibatch's pairs batched (a strong
+  baseline: only the loop over members remains);
+- ``reference_pair_loop_step``: the same step with a Python loop over the pairs, two forward
+  calls per pair, the way the most used peer library's preference trainer computes its loss.
 """
 
 from __future__ import annotations
@@ -41,8 +46,24 @@ def reference_train_step(member: nn.Module, optimizer: torch.optim.Optimizer,
     x = features[pairs[idx]]  # (B, 2, T, D)
     r = member(x).squeeze(-1).sum(-1)  # (B, 2)
     p = eps / 2 + (1 - eps) * torch.sigmoid(r[:, 0] - r[:, 1])
-    loss = nn.functional.binary_cross_entropy(p, mu[idx])
+    return _step(optimizer, nn.functional.binary_cross_entropy(p, mu[idx]))
+
+
+def reference_pair_loop_step(member: nn.Module, optimizer: torch.optim.Optimizer,
+                             features: torch.Tensor, pairs: torch.Tensor, mu: torch.Tensor,
+                             idx: torch.Tensor, eps: float = 0.1) -> float:
+    """``reference_train_step`` computed pair by pair: for each of the B pairs, the return
+    of each clip (T, D) -> scalar from its own forward call, then one loss and one step."""
+    probs = []
+    for a, b in pairs[idx].tolist():
+        r_a = member(features[a]).sum()
+        r_b = member(features[b]).sum()
+        probs.append(eps / 2 + (1 - eps) * torch.sigmoid(r_a - r_b))
+    return _step(optimizer, nn.functional.binary_cross_entropy(torch.stack(probs), mu[idx]))
+
+
+def _step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> float:
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
-    return float(loss)
+    return loss.item()

@@ -1,0 +1,21 @@
+"""The reward benchmark runs end to end on a tiny grid and reports every comparison."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_reward_benchmark_reports_batched_and_both_references(tmp_path):
+    out = tmp_path / "rows.json"
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "benchmark.py"), "reward",
+                    "--members", "2", "--clip", "5", "--obs", "11", "--hidden", "8",
+                    "--batch", "4", "--steps", "1", "--repeats", "1", "--json", str(out)],
+                   check=True, capture_output=True, text=True, timeout=300)
+    (row,) = json.loads(out.read_text())
+    assert (row["members"], row["clip"], row["obs"], row["hidden"]) == (2, 5, 11, 8)
+    for key in ("pairs_per_s", "loop_pairs_per_s", "naive_pairs_per_s",
+                "speedup_vs_loop", "speedup_vs_naive", "gflops"):
+        assert row[key] > 0, key
