@@ -1,5 +1,6 @@
 import gymnasium as gym
 import numpy as np
+import pytest
 import torch
 
 from rlhf.clips import Clip
@@ -25,7 +26,8 @@ def toy_clips(n: int, rng: np.random.Generator, t: int = 10) -> list[Clip]:
     return clips
 
 
-def fit_toy(n_labels: int = 300, members: int = 3, seed: int = 0, **cfg_kwargs):
+def fit_toy(n_labels: int = 300, members: int = 3, seed: int = 0,
+            activation_budget: int | None = None, **cfg_kwargs):
     rng = np.random.default_rng(seed)
     clips = toy_clips(200, rng)
     teacher = SimulatedTeacher()
@@ -36,6 +38,8 @@ def fit_toy(n_labels: int = 300, members: int = 3, seed: int = 0, **cfg_kwargs):
     cfg = RewardConfig(ensemble=members, hidden=[32, 32], device="cpu", **cfg_kwargs)
     model = RewardModel(FeatureSpec.from_spaces(OBS, ACT), members, cfg.hidden, seed=seed)
     trainer = RewardTrainer(model, cfg, clip_length=10, seed=seed)
+    if activation_budget is not None:
+        trainer.activation_budget = activation_budget
     trainer.sync(pairs, mu, {c.id: c for c in clips})
     stats = [trainer.fit() for _ in range(3)]
     return trainer, stats
@@ -64,6 +68,18 @@ def test_same_seed_same_losses():
     _, b = fit_toy(n_labels=120, seed=3)
     assert [s.train_loss for s in a] == [s.train_loss for s in b]
     assert [s.val_loss for s in a] == [s.val_loss for s in b]
+
+
+def test_fitting_in_member_groups_takes_the_same_steps():
+    # A budget of one member's activations (64 pairs x 2 clips x 10 steps x width 32)
+    # fits the 3 members one group at a time: same draws, same gradients, same weights.
+    whole, a = fit_toy(n_labels=120, seed=4)
+    grouped, b = fit_toy(n_labels=120, seed=4, activation_budget=64 * 2 * 10 * 32)
+    assert whole.member_groups(64 * 2 * 10) == [slice(None)]
+    assert grouped.member_groups(64 * 2 * 10) == [slice(0, 1), slice(1, 2), slice(2, 3)]
+    assert [s.train_loss for s in a] == pytest.approx([s.train_loss for s in b], rel=1e-5)
+    for wa, wb in zip(whole.model.net.parameters(), grouped.model.net.parameters(), strict=True):
+        torch.testing.assert_close(wa, wb, rtol=1e-4, atol=1e-5)
 
 
 def test_ties_train_toward_one_half():

@@ -36,10 +36,15 @@ class EnsembleMLP(nn.Module):
             self.weights.append(nn.Parameter(w))
             self.biases.append(nn.Parameter(b))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (M, N, D) per-member inputs, or (N, D) shared by all members. Returns (M, N)."""
+    def forward(self, x: torch.Tensor, members: slice = slice(None)) -> torch.Tensor:
+        """x: (M, N, D) per-member inputs, or (N, D) shared by all members. Returns (M, N).
+
+        ``members`` evaluates only that slice of the ensemble (M is then its length); the
+        trainer uses it to fit a large ensemble in groups whose activations stay in cache.
+        """
         last = len(self.weights) - 1
         for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            w, b = w[members], b[members]
             if x.dim() == 2:  # shared inputs: broadcast instead of copying them M times
                 x = torch.matmul(x, w) + b
             else:

@@ -30,6 +30,13 @@ from rlhf.clips import Clip
 from rlhf.config import RewardConfig
 from rlhf.faults import failpoint
 from rlhf.reward.model import RewardModel
+from rlhf.reward.network import EnsembleMLP
+
+CPU_ACTIVATION_BUDGET = 2**23
+"""Elements of one hidden layer's activations (members x rows x width) the CPU trainer
+processes at once: 16 MB in bf16. Larger ensembles are fitted in member groups (each
+group's forward and backward, then one Adam step), which keeps a 10-member 256x256 step
+out of main memory; see BENCHMARKS.md."""
 
 
 @dataclass(frozen=True)
@@ -219,6 +226,7 @@ class RewardTrainer:
         self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16)
                          if self.bf16 else nullcontext())
         self.net = torch.compile(self.model.net) if cfg.compile else self.model.net
+        self.activation_budget = CPU_ACTIVATION_BUDGET
         self.fits = 0
 
     # -- data ----------------------------------------------------------------------------
@@ -245,14 +253,25 @@ class RewardTrainer:
 
     # -- the loss ------------------------------------------------------------------------
 
-    def _returns(self, rows: torch.Tensor) -> torch.Tensor:
-        """rows (M, B, 2) clip rows -> member returns (M, B, 2) in float32."""
+    def _returns(self, rows: torch.Tensor, members: slice = slice(None)) -> torch.Tensor:
+        """rows (M, B, 2) clip rows of ``members`` -> their returns (M, B, 2) in float32."""
         m, b, _ = rows.shape
         x = self.data.features.view()[rows]  # (M, B, 2, T, D)
         x = x.reshape(m, b * 2 * self.clip_length, -1)
         with self.autocast:
-            r = self.net(x)  # (M, B*2*T)
+            r = self.net(x) if members == slice(None) else self.net(x, members)  # (M, B*2*T)
         return r.float().reshape(m, b, 2, self.clip_length).sum(-1)
+
+    def member_groups(self, rows_per_member: int) -> list[slice]:
+        """Slices of the ensemble to fit one after another in a step: all members at once,
+        except for an MLP on the CPU whose activations would exceed the cache budget."""
+        members, net = self.model.members, self.model.net
+        if self.device.type != "cpu" or not isinstance(net, EnsembleMLP) or not net.hidden:
+            return [slice(None)]
+        size = max(1, self.activation_budget // (rows_per_member * max(net.hidden)))
+        if size >= members:
+            return [slice(None)]
+        return [slice(s, min(s + size, members)) for s in range(0, members, size)]
 
     def _loss(self, returns: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
         """returns (M, B, 2), mu (M, B) -> per-member mean cross-entropy (M,)."""
@@ -315,14 +334,16 @@ class RewardTrainer:
         members, n = member_idx.shape
         pairs, mu = self.data.pairs.view(), self.data.mu.view()
         batch = min(self.cfg.batch_size, n)
+        groups = self.member_groups(batch * 2 * self.clip_length)
         self.model.train()
         for _ in range(steps):
             pos = torch.randint(n, (members, batch), generator=self.gen, device=self.device)
             idx = member_idx.gather(1, pos)  # (M, B) pair indices
-            loss = self._loss(self._returns(pairs[idx]), mu[idx])
-            loss = loss.sum() + self.weight_decay * self.model.net.l2().sum()
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            for g in groups:  # members are independent: each group's gradient is exact
+                loss = self._loss(self._returns(pairs[idx[g]], g), mu[idx[g]])
+                loss = loss.sum() + self.weight_decay * self.model.net.l2()[g].sum()
+                loss.backward()
             self.optimizer.step()
 
     @torch.no_grad()
