@@ -69,11 +69,21 @@ def make_env_stack(cfg: Config, use_next_obs: bool = False) -> EnvStack:
                                  np.random.default_rng([cfg.seed, FRAME_RNG_STREAM]),
                                  int(cfg.env.frame_memory_mb * 2**20))
     collector = ClipCollector(venv, cfg.loop.clip_length, cfg.query.pool_size, sampling)
-    learned = LearnedRewardVecEnv(collector, use_next_obs=use_next_obs)
+    learned = LearnedRewardVecEnv(collector, use_next_obs=use_next_obs,
+                                  deferred=relabel_per_rollout(cfg))
     agent_env: VecEnv = learned
     if cfg.agent.normalize_obs:
         agent_env = VecNormalize(learned, norm_obs=True, norm_reward=False)
     return EnvStack(venv, collector, learned, agent_env)
+
+
+def relabel_per_rollout(cfg: Config) -> bool:
+    """``reward.relabel``, with 'auto' resolved: per rollout where the reward model is on a
+    GPU (a transfer per vector step would cost more than the env step)."""
+    if cfg.reward.relabel == "auto":
+        device = cfg.reward.device
+        return device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    return cfg.reward.relabel == "rollout"
 
 
 class RunLinearSchedule:

@@ -95,11 +95,16 @@ class RewardConfig:
     device: str = "auto"
     """'auto' (CUDA when present), 'cpu' or 'cuda[:N]'."""
     precision: Literal["auto", "fp32", "bf16"] = "auto"
-    """'auto' = bf16 autocast on CUDA, fp32 on CPU."""
+    """'auto' = bf16 autocast on CUDA and on CPUs that multiply bf16 natively (AVX512-BF16,
+    AMX), float32 elsewhere; master weights and the loss stay float32."""
     compile: bool = False
     """torch.compile the ensemble forward."""
     threads: int = 0
     """torch CPU threads for the reward model; 0 = leave torch's default."""
+    relabel: Literal["auto", "step", "rollout"] = "auto"
+    """When the agent's learned reward is computed: 'step' = every vector step, all envs in
+    one call; 'rollout' = the whole rollout in one call when it ends (one transfer each way
+    per rollout); 'auto' = 'rollout' when the reward model is on a GPU, else 'step'."""
 
 
 @dataclass

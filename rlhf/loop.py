@@ -49,6 +49,7 @@ from rlhf.reward.trainer import FitStats, RewardTrainer
 from rlhf.rundir import Interrupted, RunDir
 from rlhf.store import Store
 from rlhf.teachers import ScoreFn, Teacher, make_teacher
+from rlhf.wrappers import RelabelRollout
 
 
 def label_schedule(total: int, initial_fraction: float, iterations: int,
@@ -274,6 +275,8 @@ class Run:
 
     def train_agent(self, steps: int) -> None:
         callbacks: list[BaseCallback] = [_Progress(self.bar)]
+        if self.envs.learned.deferred:  # before a refit changes the reward
+            callbacks.insert(0, RelabelRollout(self.envs.learned))
         if self.asynchronous:
             callbacks.append(_RefitWhenLabelled(self))
         set_learn_horizon(self.agent, steps)
@@ -460,7 +463,7 @@ def run(cfg: Config, *, teacher: Teacher | None = None, strategy: QueryStrategy 
 # learns from (the env, the clips, the budgets and the schedule the checkpoints assume).
 RESUME_OVERRIDABLE = ("eval.", "viewer.", "teacher.asynchronous", "teacher.min_new_labels",
                       "teacher.instructions", "reward.device", "reward.threads",
-                      "reward.compile", "reward.precision")
+                      "reward.compile", "reward.precision", "reward.relabel")
 
 
 def resume_config(run_dir: str | Path, overrides: list[str] | None = None) -> Config:

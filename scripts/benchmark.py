@@ -225,32 +225,43 @@ def cmd_scaling(args: argparse.Namespace) -> list[dict]:
 
 
 def cmd_overhead(args: argparse.Namespace) -> list[dict]:
+    """PPO steps/s on the true reward, on the learned reward per step (the CPU default) and
+    per rollout (``reward.relabel: rollout``, the GPU default), side by side."""
     from rlhf.agent import make_agent, make_env_stack
     from rlhf.config import load_config
+    from rlhf.wrappers import RelabelRollout
 
+    modes = ("true", "learned", "rollout")
     rows = []
     for env_id in args.envs:
-        cfg = load_config(overrides=[f"env.id={env_id}", "env.n_envs=4",
-                                     "agent.kwargs.n_steps=512", "agent.kwargs.batch_size=64",
-                                     "agent.kwargs.n_epochs=10"])
-        results: dict[str, list[float]] = {"true": [], "learned": []}
+        results: dict[str, list[float]] = {m: [] for m in modes}
         for rep in range(args.repeats):
-            for mode in ("true", "learned"):  # alternate so drift hits both alike
+            for mode in modes:  # alternate so drift hits all alike
+                cfg = load_config(overrides=[
+                    f"env.id={env_id}", "env.n_envs=4", "agent.kwargs.n_steps=512",
+                    "agent.kwargs.batch_size=64", "agent.kwargs.n_epochs=10",
+                    f"reward.device={args.device}",
+                    f"reward.relabel={'rollout' if mode == 'rollout' else 'step'}"])
                 stack = make_env_stack(cfg)
                 agent = make_agent(cfg.agent, stack.agent_env, seed=rep,
                                    total_timesteps=cfg.loop.total_timesteps)
-                if mode == "learned":
+                callback = None
+                if mode != "true":
                     spec = FeatureSpec.from_spaces(stack.venv.observation_space,
                                                    stack.venv.action_space)
-                    model = RewardModel(spec, 3, [64, 64], seed=rep)
+                    model = RewardModel(spec, 3, [64, 64], seed=rep).to(args.device)
                     stack.learned.set_reward_fn(model.reward_fn())  # as the loop does
+                    if mode == "rollout":
+                        callback = RelabelRollout(stack.learned)
                 t0 = time.perf_counter()
-                agent.learn(args.steps)
+                agent.learn(args.steps, callback=callback)
                 results[mode].append(args.steps / (time.perf_counter() - t0))
                 stack.close()
-        true, learned = statistics.median(results["true"]), statistics.median(results["learned"])
-        row = {"env": env_id, "true_steps_per_s": true, "learned_steps_per_s": learned,
-               "ratio": learned / true, "runs": args.repeats}
+        med = {m: statistics.median(v) for m, v in results.items()}
+        row = {"env": env_id, "true_steps_per_s": med["true"],
+               "learned_steps_per_s": med["learned"], "ratio": med["learned"] / med["true"],
+               "rollout_steps_per_s": med["rollout"],
+               "rollout_ratio": med["rollout"] / med["true"], "runs": args.repeats}
         rows.append(row)
         emit(row, 3)
     return rows

@@ -97,3 +97,21 @@ def test_example_scripts_run(tmp_path, script):
     assert "labels 16" in out.stdout or "after 16 labels" in out.stdout
     with Store(tmp_path / "run" / "store.sqlite") as store:
         assert store.counts()["labels"] == 16
+
+
+def test_relabelling_per_rollout_runs_the_same_loop_as_per_step(tmp_path):
+    # reward.relabel=rollout (the GPU default) scores each rollout in one call at its end;
+    # the run must match the per-step run up to float rounding.
+    results = []
+    for mode in ("step", "rollout"):
+        cfg = load_config(ROOT / "configs/smoke.yaml",
+                          [*TINY, f"run_dir={tmp_path / mode}", f"reward.relabel={mode}"])
+        result = run(cfg, progress=False)
+        with Store(result.run_dir / "store.sqlite") as store:
+            labels = [(lab.query_id, lab.choice) for lab in store.labels()]
+        results.append((labels, [m.get("rm_train_loss") for m in result.metrics],
+                        [m.get("eval_return") for m in result.metrics]))
+    (labels_s, losses_s, evals_s), (labels_r, losses_r, evals_r) = results
+    assert labels_s == labels_r and len(labels_s) == 16
+    assert losses_r == pytest.approx(losses_s, rel=1e-4, nan_ok=True)
+    assert evals_r == pytest.approx(evals_s, rel=1e-3, nan_ok=True)

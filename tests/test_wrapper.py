@@ -6,7 +6,7 @@ from rlhf.clips import ClipCollector
 from rlhf.config import EnvConfig
 from rlhf.environment import env_factory
 from rlhf.reward import FeatureSpec, RewardModel
-from rlhf.wrappers import LearnedRewardVecEnv
+from rlhf.wrappers import LearnedRewardVecEnv, RelabelRollout
 
 
 def test_reward_is_the_models_and_info_keeps_the_true_reward(line_env_id):
@@ -71,3 +71,49 @@ def test_numpy_env_loop_path_equals_the_torch_reward():
         assert isinstance(fn, _NumpyReward)
         np.testing.assert_allclose(fn(obs, actions, nxt), model.reward(obs, actions, nxt),
                                    rtol=1e-5, atol=1e-5)
+
+
+def test_relabelling_each_rollout_at_its_end_trains_like_rewards_at_each_step(line_env_id):
+    # Same seeds, same reward model: PPO must see the same rewards, returns and advantages
+    # (including SB3's bootstrap of the truncated episodes) whether the learned reward comes
+    # at each step or for the whole rollout at its end, and so end with the same policy.
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+
+    class Capture(BaseCallback):
+        def __init__(self):
+            super().__init__()
+            self.seen: list[tuple[np.ndarray, ...]] = []
+
+        def _on_step(self) -> bool:
+            return True
+
+        def _on_rollout_end(self) -> None:
+            b = self.model.rollout_buffer
+            self.seen.append((b.rewards.copy(), b.returns.copy(), b.advantages.copy()))
+
+    runs = {}
+    for deferred in (False, True):
+        venv = DummyVecEnv([env_factory(EnvConfig(id=line_env_id)) for _ in range(2)])
+        model = RewardModel(FeatureSpec.from_spaces(venv.observation_space, venv.action_space),
+                            members=3, hidden=[8], seed=1)
+        calls = []
+
+        def reward_fn(obs, actions, next_obs, model=model, calls=calls):
+            calls.append(len(obs))
+            return model.reward(obs, actions)
+
+        env = LearnedRewardVecEnv(venv, reward_fn, deferred=deferred)
+        agent = PPO("MlpPolicy", env, n_steps=24, batch_size=16, n_epochs=2, seed=0)
+        capture = Capture()
+        callbacks = [RelabelRollout(env), capture] if deferred else [capture]
+        agent.learn(96, callback=CallbackList(callbacks))  # 2 rollouts of 24 steps x 2 envs
+        runs[deferred] = (capture.seen, calls, agent.policy.state_dict())
+    (step_seen, step_calls, step_policy), (roll_seen, roll_calls, roll_policy) = runs.values()
+    assert step_calls == [2] * 48 and roll_calls == [48, 48]  # one call per rollout
+    assert len(step_seen) == len(roll_seen) == 2
+    for a, b in zip(step_seen, roll_seen, strict=True):
+        for x, y in zip(a, b, strict=True):
+            np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+    for k, v in step_policy.items():
+        torch.testing.assert_close(v, roll_policy[k], rtol=1e-5, atol=1e-6)
