@@ -52,8 +52,13 @@ class EnvStack:
         self.agent_env.close()
 
 
-def make_env_stack(cfg: Config, use_next_obs: bool = False) -> EnvStack:
+def make_env_stack(cfg: Config, use_next_obs: bool = False,
+                   deferred: bool = False) -> EnvStack:
     """The agent's VecEnv stack (see the module docstring), seeded from ``cfg.seed``.
+
+    ``deferred``: the learned reward comes per rollout (``LearnedRewardVecEnv``); whoever
+    asks for it must pass ``RelabelRollout`` to ``agent.learn`` (the loop does, when
+    ``relabel_per_rollout(cfg)``).
 
     Where a person labels an env whose state cannot be restored, the envs render and the
     collector records frames for ``env.frame_fraction`` of clips, drawn from its own
@@ -69,8 +74,7 @@ def make_env_stack(cfg: Config, use_next_obs: bool = False) -> EnvStack:
                                  np.random.default_rng([cfg.seed, FRAME_RNG_STREAM]),
                                  int(cfg.env.frame_memory_mb * 2**20))
     collector = ClipCollector(venv, cfg.loop.clip_length, cfg.query.pool_size, sampling)
-    learned = LearnedRewardVecEnv(collector, use_next_obs=use_next_obs,
-                                  deferred=relabel_per_rollout(cfg))
+    learned = LearnedRewardVecEnv(collector, use_next_obs=use_next_obs, deferred=deferred)
     agent_env: VecEnv = learned
     if cfg.agent.normalize_obs:
         agent_env = VecNormalize(learned, norm_obs=True, norm_reward=False)

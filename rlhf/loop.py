@@ -34,6 +34,7 @@ from rlhf.agent import (
     load_policy,
     make_agent,
     make_env_stack,
+    relabel_per_rollout,
     rollout,
     set_learn_horizon,
 )
@@ -120,7 +121,8 @@ class Run:
         self.teacher = teacher or make_teacher(
             cfg.teacher, np.random.default_rng([cfg.seed, 1]), score=score)
         self.strategy = strategy or STRATEGIES[cfg.query.strategy]()
-        self.envs: EnvStack = make_env_stack(cfg, use_next_obs=cfg.reward.use_next_obs)
+        self.envs: EnvStack = make_env_stack(cfg, use_next_obs=cfg.reward.use_next_obs,
+                                             deferred=relabel_per_rollout(cfg))
         try:
             self.agent: BaseAlgorithm = make_agent(cfg.agent, self.envs.agent_env, cfg.seed,
                                                    total_timesteps=cfg.loop.total_timesteps)

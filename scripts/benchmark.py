@@ -240,9 +240,8 @@ def cmd_overhead(args: argparse.Namespace) -> list[dict]:
                 cfg = load_config(overrides=[
                     f"env.id={env_id}", "env.n_envs=4", "agent.kwargs.n_steps=512",
                     "agent.kwargs.batch_size=64", "agent.kwargs.n_epochs=10",
-                    f"reward.device={args.device}",
-                    f"reward.relabel={'rollout' if mode == 'rollout' else 'step'}"])
-                stack = make_env_stack(cfg)
+                    f"reward.device={args.device}"])
+                stack = make_env_stack(cfg, deferred=mode == "rollout")
                 agent = make_agent(cfg.agent, stack.agent_env, seed=rep,
                                    total_timesteps=cfg.loop.total_timesteps)
                 callback = None

@@ -71,10 +71,12 @@ def test_same_seed_same_losses():
 
 
 def test_fitting_in_member_groups_takes_the_same_steps():
-    # A budget of one member's activations (64 pairs x 2 clips x 10 steps x width 32)
-    # fits the 3 members one group at a time: same draws, same gradients, same weights.
+    # A budget of one member's activations (64 pairs x 2 clips x 10 steps x width 32, in
+    # bytes of the compute dtype) fits the 3 members one group at a time: same draws, same
+    # gradients, same weights.
     whole, a = fit_toy(n_labels=120, seed=4)
-    grouped, b = fit_toy(n_labels=120, seed=4, activation_budget=64 * 2 * 10 * 32)
+    one_member = 64 * 2 * 10 * 32 * (2 if whole.bf16 else 4)
+    grouped, b = fit_toy(n_labels=120, seed=4, activation_budget=one_member)
     assert whole.member_groups(64 * 2 * 10) == [slice(None)]
     assert grouped.member_groups(64 * 2 * 10) == [slice(0, 1), slice(1, 2), slice(2, 3)]
     assert [s.train_loss for s in a] == pytest.approx([s.train_loss for s in b], rel=1e-5)

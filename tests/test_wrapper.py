@@ -117,3 +117,17 @@ def test_relabelling_each_rollout_at_its_end_trains_like_rewards_at_each_step(li
             np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
     for k, v in step_policy.items():
         torch.testing.assert_close(v, roll_policy[k], rtol=1e-5, atol=1e-6)
+
+
+def test_relabel_setting_resolves_auto_by_the_reward_models_device():
+    from rlhf.agent import relabel_per_rollout
+    from rlhf.config import load_config
+
+    def per_rollout(*overrides: str) -> bool:
+        return relabel_per_rollout(load_config(overrides=list(overrides)))
+
+    assert per_rollout("reward.relabel=rollout", "reward.device=cpu")
+    assert not per_rollout("reward.relabel=step", "reward.device=cuda")
+    assert per_rollout("reward.relabel=auto", "reward.device=cuda:1")
+    assert not per_rollout("reward.relabel=auto", "reward.device=cpu")
+    assert per_rollout("reward.relabel=auto", "reward.device=auto") == torch.cuda.is_available()

@@ -32,9 +32,9 @@ from rlhf.faults import failpoint
 from rlhf.reward.model import RewardModel
 from rlhf.reward.network import EnsembleMLP
 
-CPU_ACTIVATION_BUDGET = 2**23
-"""Elements of one hidden layer's activations (members x rows x width) the CPU trainer
-processes at once: 16 MB in bf16. Larger ensembles are fitted in member groups (each
+CPU_ACTIVATION_BUDGET = 16 * 2**20
+"""Bytes of one hidden layer's activations (members x rows x width, in the compute dtype)
+the CPU trainer processes at once. Larger ensembles are fitted in member groups (each
 group's forward and backward, then one Adam step), which keeps a 10-member 256x256 step
 out of main memory; see BENCHMARKS.md."""
 
@@ -268,7 +268,8 @@ class RewardTrainer:
         members, net = self.model.members, self.model.net
         if self.device.type != "cpu" or not isinstance(net, EnsembleMLP) or not net.hidden:
             return [slice(None)]
-        size = max(1, self.activation_budget // (rows_per_member * max(net.hidden)))
+        itemsize = 2 if self.bf16 else 4
+        size = max(1, self.activation_budget // (rows_per_member * max(net.hidden) * itemsize))
         if size >= members:
             return [slice(None)]
         return [slice(s, min(s + size, members)) for s in range(0, members, size)]
