@@ -79,23 +79,20 @@ class LearnedRewardVecEnv(VecEnvWrapper):
         self._obs = flat
         return obs, rewards, dones, infos
 
-
     def discard_pending(self) -> None:
         self._pending = []
 
     def pending_rewards(self) -> np.ndarray | None:
         """The learned reward (K, N) of the K deferred vector steps since the last call, in
         one ``reward_fn`` call over all K * N of them; None when there are none."""
-        if not self._pending or self.reward_fn is None:
-            self._pending = []
+        pending, self._pending = self._pending, []
+        if not pending or self.reward_fn is None:
             return None
-        obs, actions, next_obs = zip(*self._pending, strict=True)
-        k = len(self._pending)
-        self._pending = []
+        obs, actions, next_obs = zip(*pending, strict=True)
         rows = np.concatenate(obs)
         nxt = None if next_obs[0] is None else np.concatenate(next_obs)
         rewards = np.asarray(self.reward_fn(rows, np.concatenate(actions), nxt), np.float32)
-        return rewards.reshape(k, self.num_envs)
+        return rewards.reshape(len(pending), self.num_envs)
 
 
 class RelabelRollout(BaseCallback):

@@ -234,13 +234,13 @@ def cmd_overhead(args: argparse.Namespace) -> list[dict]:
     modes = ("true", "learned", "rollout")
     rows = []
     for env_id in args.envs:
+        cfg = load_config(overrides=[
+            f"env.id={env_id}", "env.n_envs=4", "agent.kwargs.n_steps=512",
+            "agent.kwargs.batch_size=64", "agent.kwargs.n_epochs=10",
+            f"reward.device={args.device}"])
         results: dict[str, list[float]] = {m: [] for m in modes}
         for rep in range(args.repeats):
             for mode in modes:  # alternate so drift hits all alike
-                cfg = load_config(overrides=[
-                    f"env.id={env_id}", "env.n_envs=4", "agent.kwargs.n_steps=512",
-                    "agent.kwargs.batch_size=64", "agent.kwargs.n_epochs=10",
-                    f"reward.device={args.device}"])
                 stack = make_env_stack(cfg, deferred=mode == "rollout")
                 agent = make_agent(cfg.agent, stack.agent_env, seed=rep,
                                    total_timesteps=cfg.loop.total_timesteps)
