@@ -318,22 +318,41 @@ def load_results(out: Path) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted((out / "results").glob("*.json"))]
 
 
-def _spread(values: list[float]) -> str:
+def _spread(values: list[float], digits: int = 1) -> str:
     if not values:
         return "–"
     med = statistics.median(values)
     if len(values) == 1:
-        return f"{med:.1f}"
-    return f"{med:.1f} ({min(values):.1f} – {max(values):.1f})"
+        return f"{med:.{digits}f}"
+    return f"{med:.{digits}f} ({min(values):.{digits}f} – {max(values):.{digits}f})"
+
+
+def _reward_model_quality(out: Path, name: str, last: int = 5) -> tuple[float, float] | None:
+    """The reward model's Pearson correlation with the true per-step reward on fresh
+    rollouts and its held-out label accuracy, each the mean over the run's last ``last``
+    iterations (from the run's ``metrics.csv``); None for a PPO job or a missing run."""
+    import csv
+    import math
+
+    path = out / "runs" / name / "metrics.csv"
+    if not path.is_file():
+        return None
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))[-last:]
+
+    def mean(key: str) -> float:
+        vals = [float(r[key]) for r in rows if r.get(key) not in (None, "", "nan")]
+        vals = [v for v in vals if not math.isnan(v)]
+        return sum(vals) / len(vals) if vals else float("nan")
+
+    return mean("reward_corr"), mean("rm_val_accuracy")
 
 
 def report(out: Path) -> str:
     """Tables and curves from the finished jobs; writes OUT/report.md and OUT/*.png."""
     from rlhf.io import atomic_write_text
-    from rlhf.plot import Curve, plot_curves
 
     rows = load_results(out)
-    by = {(r["task"], r["group"], r["seed"]): r for r in rows}
     ppo = {(r["task"], r["seed"]): r for r in rows if r["kind"] == "ppo"}
     lines = [f"# Label efficiency ({time.strftime('%Y-%m-%d')})", "", _machine(), ""]
 
@@ -348,40 +367,60 @@ def report(out: Path) -> str:
     for r in rows:
         groups.setdefault((r["experiment"], r["task"], r["group"]), []).append(r)
     lines += ["| experiment | task | setting | labels | timesteps | seeds | return: median "
-              "(min – max) | true-reward PPO | normalised: median (min – max) | wall s "
-              "(median) | CPU s (median) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "(min – max) | true-reward PPO | normalised: median (min – max) | reward "
+              "corr | val accuracy | wall s (median) | CPU s (median) |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for (exp, task, group), rs in sorted(groups.items()):
         rs.sort(key=lambda r: r["seed"])
         norm = [n for n in map(normalised, rs) if n is not None]
         base = [ppo[(task, r["seed"])]["final_return"] for r in rs if (task, r["seed"]) in ppo]
+        quality = [q for q in (_reward_model_quality(out, r["name"]) for r in rs) if q]
         lines.append(
             f"| {exp} | {task} | {group} | {rs[0]['labels'] or '–'} | {rs[0]['timesteps']} "
             f"| {' '.join(str(r['seed']) for r in rs)} "
             f"| {_spread([r['final_return'] for r in rs])} "
             f"| {_spread(base) if group != 'ppo' else '–'} "
-            f"| {_spread(norm) if group != 'ppo' else '–'} "
+            f"| {_spread(norm, 2) if group != 'ppo' else '–'} "
+            f"| {_spread([q[0] for q in quality], 2) if quality else '–'} "
+            f"| {_spread([q[1] for q in quality], 2) if quality else '–'} "
             f"| {statistics.median(r['wall_s'] for r in rs):.0f} "
             f"| {_median_or_dash([r.get('cpu_s') for r in rs])} |")
-    lines.append("")
-
-    # Curves: per task, RLHF (every setting) against PPO, over timesteps; RLHF over labels.
-    for task in sorted({r["task"] for r in rows}):
-        curves = [Curve(g, *_xy(by[(t, g, s)]["curve"], 0))
-                  for (t, g, s) in sorted(by) if t == task]
-        if curves:
-            png = plot_curves(curves, out / f"{task}-timesteps.png", "timesteps",
-                              title=f"{task}: true return against timesteps")
-            lines.append(f"![{task} against timesteps]({png.name})")
-        curves = [Curve(g, *_xy(by[(t, g, s)]["curve"], 1))
-                  for (t, g, s) in sorted(by) if t == task and g != "ppo"]
-        if curves:
-            png = plot_curves(curves, out / f"{task}-labels.png", "labels",
-                              title=f"{task}: true return against labels")
-            lines.append(f"![{task} against labels]({png.name})")
-    lines += ["", *_sweep_summary(rows, ppo)]
+    lines += ["", "Reward corr: Pearson correlation of the ensemble's mean reward with the "
+              "true per-step reward on fresh rollouts; val accuracy: the reward model's "
+              "accuracy on held-out labels; both the mean over the run's last 5 iterations.",
+              ""]
+    lines += _curves(rows, out)
+    lines += ["", *_sweep_summary(rows, ppo), *_queries_summary(rows, out)]
     text = "\n".join(lines) + "\n"
     atomic_write_text(out / "report.md", text)
     return text
+
+
+def _curves(rows: list[dict[str, Any]], out: Path) -> list[str]:
+    """Per task, the main experiment's curves (RLHF and PPO, seeds as median and band)
+    against timesteps and RLHF's against labels: ``TASK-timesteps.png``,
+    ``TASK-labels.png``. Each other experiment gets its own pair, ``TASK-EXP-*.png``, with
+    the main runs of the same seeds for reference."""
+    from rlhf.plot import Curve, plot_curves
+
+    lines = []
+    for task in sorted({r["task"] for r in rows}):
+        ours = [r for r in rows if r["task"] == task]
+        for exp in ["main", *sorted({r["experiment"] for r in ours} - {"main"})]:
+            members = [r for r in ours if r["experiment"] == exp]
+            if exp != "main":
+                seeds = {r["seed"] for r in members}
+                members += [r for r in ours if r["experiment"] == "main" and r["seed"] in seeds]
+            stem = task if exp == "main" else f"{task}-{exp}"
+            for axis, x in (("timesteps", 0), ("labels", 1)):
+                curves = [Curve(r["group"], *_xy(r["curve"], x))
+                          for r in sorted(members, key=lambda r: (r["group"], r["seed"]))
+                          if axis == "timesteps" or r["kind"] != "ppo"]
+                if curves:
+                    png = plot_curves(curves, out / f"{stem}-{axis}.png", axis,
+                                      title=f"{task}, {exp}: true return against {axis}")
+                    lines.append(f"![{task} {exp} against {axis}]({png.name})")
+    return lines
 
 
 def _median_or_dash(values: list[float | None]) -> str:
@@ -421,6 +460,26 @@ def _sweep_summary(rows: list[dict[str, Any]], ppo: dict) -> list[str]:
                else f"about {need:.0f} labels")
     return [f"HalfCheetah label sweep, median normalised score by labels: {table}. "
             f"80% of true-reward PPO: {verdict}."]
+
+
+def _queries_summary(rows: list[dict[str, Any]], out: Path) -> list[str]:
+    """The query-selection ablation in one line: each strategy's median final return and
+    reward correlation over the seeds it ran."""
+    parts = []
+    for strategy in STRATEGIES:
+        rs = [r for r in rows if r["experiment"] == "queries"
+              and r["group"].removesuffix(str(r.get("label_budget", ""))) == strategy]
+        if not rs:
+            continue
+        quality = [q for q in (_reward_model_quality(out, r["name"]) for r in rs) if q]
+        corr = f", reward corr {_spread([q[0] for q in quality], 2)}" if quality else ""
+        seeds = " ".join(str(r["seed"]) for r in sorted(rs, key=lambda r: r["seed"]))
+        parts.append(f"{strategy} {_spread([r['final_return'] for r in rs])}{corr} "
+                     f"(seeds {seeds})")
+    if not parts:
+        return []
+    labels = next(r["label_budget"] for r in rows if r["experiment"] == "queries")
+    return ["", f"Query selection at {labels} labels, final return: " + "; ".join(parts) + "."]
 
 
 def _machine() -> str:

@@ -105,6 +105,10 @@ def test_suite_runs_rlhf_and_true_reward_ppo_and_reports(tmp_path):
     assert -2000 < rlhf["random_return"] < 0
     report = (out / "report.md").read_text()
     assert "| main | pendulum | rlhf | 12 | 1024 | 0 |" in report
+    # The RLHF row carries its reward model's quality from the run's metrics.csv.
+    rlhf_row = next(line for line in report.splitlines() if "| pendulum | rlhf |" in line)
+    corr, accuracy = (float(c) for c in rlhf_row.split("|")[10:12])
+    assert -1 <= corr <= 1 and 0 <= accuracy <= 1
     for png in ("pendulum-timesteps.png", "pendulum-labels.png"):
         assert Image.open(out / png).size == (640, 400)
     # Rerunning skips finished jobs; other settings into the same directory are refused.
