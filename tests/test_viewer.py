@@ -286,11 +286,48 @@ VIEWER_PROCESS = textwrap.dedent("""
 """)
 
 
-def spawn_viewer(run: RunDir, seed: int, name: str) -> subprocess.Popen:
-    env = {**os.environ, "SDL_VIDEODRIVER": "dummy", "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-c", VIEWER_PROCESS, str(run.path), str(seed),
-                             name], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env, cwd=ROOT)
+class Viewer:
+    """A viewer process whose stdout and stderr are read line by line in threads for its
+    whole life: nothing it printed is lost (mixing ``readline`` with ``communicate`` drops
+    what ``readline`` had buffered) and a full pipe never blocks it."""
+
+    def __init__(self, run: RunDir, seed: int, name: str):
+        env = {**os.environ, "SDL_VIDEODRIVER": "dummy", "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", VIEWER_PROCESS, str(run.path), str(seed), name],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+        self.lines: list[str] = []
+        self.err: list[str] = []
+        self._readers = [threading.Thread(target=self._read, args=(f, out), daemon=True)
+                         for f, out in ((self.proc.stdout, self.lines),
+                                        (self.proc.stderr, self.err))]
+        for t in self._readers:
+            t.start()
+
+    @staticmethod
+    def _read(f, out: list[str]) -> None:
+        for line in f:
+            out.append(line.rstrip("\n"))
+
+    def wait_for(self, done, timeout: float) -> None:
+        """Until ``done(lines)``; fails with the viewer's stderr if it exits or times out."""
+        deadline = time.monotonic() + timeout
+        while not done(self.lines):
+            assert self.proc.poll() is None, "\n".join(self.err)
+            assert time.monotonic() < deadline, "\n".join(self.err)
+            time.sleep(0.02)
+
+    def finish(self, sig: int, timeout: float = 30) -> int:
+        """Send ``sig``, wait for the exit and for the last output; the return code."""
+        self.proc.send_signal(sig)
+        code = self.proc.wait(timeout)
+        for t in self._readers:
+            t.join(10)
+        return code
+
+    @property
+    def stderr(self) -> str:
+        return "\n".join(self.err)
 
 
 def stored_label_ids(lines: list[str]) -> dict[int, int]:
@@ -304,17 +341,10 @@ def stored_label_ids(lines: list[str]) -> dict[int, int]:
 
 
 def test_kill_9_of_a_viewer_loses_no_answered_label(run_dir, open_app):
-    proc = spawn_viewer(run_dir, seed=1, name="killed")
-    lines: list[str] = []
-    deadline = time.monotonic() + 60
-    while len(stored_label_ids(lines)) < 3 and time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        assert line, proc.stderr.read()
-        lines.append(line.strip())
-    proc.send_signal(signal.SIGKILL)
-    out, _ = proc.communicate(timeout=10)
-    lines += out.splitlines()
-    said = stored_label_ids(lines)
+    viewer = Viewer(run_dir, seed=1, name="killed")
+    viewer.wait_for(lambda lines: len(stored_label_ids(lines)) >= 3, 60)
+    viewer.finish(signal.SIGKILL)
+    said = stored_label_ids(viewer.lines)
     assert len(said) >= 3
     with Store(run_dir.store) as store:  # opens: the database is intact (quick_check)
         events = store.db.execute("SELECT id, query_id FROM labels "
@@ -341,13 +371,9 @@ TRAINER_PROCESS = textwrap.dedent("""
 
 
 def test_trainer_and_two_viewers_answer_each_query_at_most_once(run_dir):
-    viewers = [spawn_viewer(run_dir, seed=s, name=f"person{s}") for s in (1, 2)]
-    early: list[list[str]] = [[], []]
-    for v, lines in zip(viewers, early, strict=True):  # both windows open before new pairs
-        while not lines or lines[-1] != "ready":
-            line = v.stdout.readline()
-            assert line, v.stderr.read()
-            lines.append(line.strip())
+    viewers = [Viewer(run_dir, seed=s, name=f"person{s}") for s in (1, 2)]
+    for v in viewers:  # both windows open before new pairs
+        v.wait_for(lambda lines: "ready" in lines, 60)
     trainer = subprocess.Popen([sys.executable, "-c", TRAINER_PROCESS, str(run_dir.store)],
                                stdout=subprocess.PIPE, text=True, cwd=ROOT)
     assert trainer.wait(60) == 0
@@ -355,14 +381,12 @@ def test_trainer_and_two_viewers_answer_each_query_at_most_once(run_dir):
     deadline = time.monotonic() + 90
     while store.counts()["pending"] > 0 and time.monotonic() < deadline:
         time.sleep(0.2)
-    for v in viewers:
-        v.send_signal(signal.SIGTERM)  # quits cleanly, like pressing Q
-    outputs = [v.communicate(timeout=20) for v in viewers]
-    said = [stored_label_ids(before + out.splitlines())
-            for before, (out, _) in zip(early, outputs, strict=True)]
-    # First: did both viewers exit cleanly? (A crash between storing a label and logging
-    # it would otherwise surface below as a count mismatch, without its traceback.)
-    assert [v.returncode for v in viewers] == [0, 0], [err for _, err in outputs]
+    # SIGTERM quits cleanly, like pressing Q. First: did both viewers exit cleanly? (A
+    # crash between storing a label and logging it would otherwise surface below as a count
+    # mismatch, without its traceback.)
+    codes = [v.finish(signal.SIGTERM) for v in viewers]
+    assert codes == [0, 0], [v.stderr for v in viewers]
+    said = [stored_label_ids(v.lines) for v in viewers]
     rows = store.db.execute("SELECT id, query_id, teacher FROM labels").fetchall()
     assert store.counts()["pending"] == 0 and store.counts()["queries"] == 6 + 4 * 6
     per_query: dict[int, int] = {}
@@ -375,7 +399,7 @@ def test_trainer_and_two_viewers_answer_each_query_at_most_once(run_dir):
     unreported = sorted(set(stored) - {lid for m in said for lid in m})
     assert sum(len(m) for m in said) == len(rows), (
         f"stored but never logged by a viewer: labels {unreported}; "
-        f"viewer stderr: {[err[-2000:] for _, err in outputs]}")
+        f"viewer stderr: {[v.stderr[-2000:] for v in viewers]}")
 
 
 # -- training with a person in the loop ----------------------------------------------------
