@@ -116,6 +116,19 @@ def test_suite_runs_rlhf_and_true_reward_ppo_and_reports(tmp_path):
     assert again.returncode == 0 and "2 already done, 0 to run" in again.stdout
     other = _suite(out, "--set", *TINY, "eval.episodes=2")
     assert other.returncode != 0 and "use another --out" in other.stderr + other.stdout
+    # The offline query ablation runs on the stored clips with the run's own settings.
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "query_ablation.py"),
+                           str(out / "runs" / "pendulum-rlhf-s0" / "store.sqlite"),
+                           "--initial", "4", "--round", "2", "--budget", "8",
+                           "--seeds", "0", "--out", str(tmp_path / "qa")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    qa = json.loads((tmp_path / "qa" / "query_ablation.json").read_text())
+    assert {r["strategy"] for r in qa["runs"]} == {"random", "disagreement", "entropy"}
+    for r in qa["runs"]:
+        assert [row["labels"] for row in r["rows"]] == [4, 6, 8]
+        assert all(0 <= row["accuracy"] <= 1 for row in r["rows"])
+    assert "| 8 |" in (tmp_path / "qa" / "query_ablation.md").read_text()
     # rlhf plot overlays runs from their run directories.
     run = out / "runs" / "pendulum-rlhf-s0"
     cli = [sys.executable, "-m", "rlhf.cli", "plot"]

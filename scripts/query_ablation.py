@@ -1,0 +1,193 @@
+#!/usr/bin/env python
+"""Query selection, offline: does active selection teach the reward model more per label?
+
+Pool-based active learning on clips that earlier runs recorded (their ``store.sqlite``):
+the clips are split into a selection pool and held-out test clips; each strategy (random,
+disagreement, entropy) starts from the same ``--initial`` random labels and then asks
+``--round`` pairs at a time, chosen from the whole pool by the same ``select_pairs`` the
+loop uses, answered by a perfect simulated teacher, refitting the reward model (the
+config's ensemble and settings) after every round. After each round it measures the
+reward model on the test clips: pair accuracy (how often the ensemble's mean return orders
+two test clips as the true return does) and the Pearson correlation of its per-step reward
+with the true reward.
+
+This isolates what query selection is for, the reward model's accuracy per label, from
+PPO's seed-to-seed spread, which at one seed swamps the differences between strategies in
+the full runs. Several seeds are cheap: minutes on a CPU, not hours.
+
+    python scripts/query_ablation.py runs/efficiency/runs/halfcheetah-*/store.sqlite \\
+        --seeds 0 1 2 3 4        # settings: the first store's run config (or --config)
+
+Writes ``OUT/query_ablation.json``, ``OUT/query_ablation.md`` (median, min and max over
+seeds) and ``OUT/query_ablation.png`` (test pair accuracy against labels).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from rlhf.clips import Clip  # noqa: E402
+from rlhf.config import Config, load_config  # noqa: E402
+from rlhf.environment import make_env  # noqa: E402
+from rlhf.evaluate import reward_correlation  # noqa: E402
+from rlhf.io import atomic_write_text  # noqa: E402
+from rlhf.queries import STRATEGIES, select_pairs  # noqa: E402
+from rlhf.reward.model import FeatureSpec, RewardModel  # noqa: E402
+from rlhf.reward.trainer import RewardTrainer  # noqa: E402
+from rlhf.store import Store  # noqa: E402
+
+
+def load_clips(stores: list[Path]) -> list[Clip]:
+    """Every clip of ``stores`` without frames, re-numbered 0..N-1 (ids must be unique)."""
+    clips: list[Clip] = []
+    for path in stores:
+        if not path.is_file():
+            raise SystemExit(f"query_ablation: {path}: no such store")
+        with Store(path) as store:
+            ids = [i for (i,) in store.db.execute("SELECT id FROM clips ORDER BY id")]
+            clips += [c.without_frames() for c in store.get_clips(ids)]
+    return [dataclasses.replace(c, id=i) for i, c in enumerate(clips)]
+
+
+def test_pairs(returns: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """(n, 2) random pairs of test clips whose true returns differ."""
+    a = rng.integers(0, len(returns), 4 * n)
+    b = rng.integers(0, len(returns), 4 * n)
+    keep = returns[a] != returns[b]
+    return np.stack([a[keep], b[keep]], axis=1)[:n]
+
+
+def run_strategy(cfg: Config, spec: FeatureSpec, strategy: str, seed: int, pool: list[Clip],
+                 test: list[Clip], pairs_test: np.ndarray, initial: int, round_size: int,
+                 budget: int) -> list[dict[str, float]]:
+    """One strategy and seed: the measurements after each round, (labels, accuracy, corr)."""
+    rng = np.random.default_rng([seed, 7])
+    model = RewardModel(spec, cfg.reward.ensemble, cfg.reward.hidden, seed=seed,
+                        clip_reward=cfg.reward.clip_reward)
+    trainer = RewardTrainer(model, cfg.reward, cfg.loop.clip_length, seed=seed)
+    true_pool = np.array([c.rewards.sum() for c in pool])
+    true_test = np.array([c.rewards.sum() for c in test])
+    by_id = {c.id: c for c in pool}
+    asked: set[tuple[int, int]] = set()
+    pairs: list[tuple[int, int]] = []
+    rows = []
+    while len(pairs) < budget:
+        n = min(initial if not pairs else round_size, budget - len(pairs))
+        if pairs:
+            returns = trainer.clip_member_returns(pool)
+            chosen = select_pairs(STRATEGIES[strategy](), returns, n, cfg.query.candidates,
+                                  rng, exclude=asked)
+        else:  # the same first labels for every strategy: nothing is fitted yet
+            chosen = select_pairs(STRATEGIES["random"](), np.zeros((1, len(pool))), n,
+                                  cfg.query.candidates, np.random.default_rng([seed, 8]))
+        asked |= {(int(a), int(b)) for a, b in chosen}
+        pairs += [(pool[a].id, pool[b].id) for a, b in chosen]
+        ids = np.array(pairs, dtype=np.int64)
+        ra, rb = true_pool[ids[:, 0]], true_pool[ids[:, 1]]  # pool ids are pool indices
+        mu = np.where(ra > rb, 1.0, np.where(ra < rb, 0.0, 0.5)).astype(np.float32)
+        trainer.sync(ids, mu, by_id)
+        trainer.fit()
+        pred = trainer.clip_member_returns(test).mean(0)
+        d_pred = pred[pairs_test[:, 0]] - pred[pairs_test[:, 1]]
+        d_true = true_test[pairs_test[:, 0]] - true_test[pairs_test[:, 1]]
+        rows.append({"labels": len(pairs), "accuracy": float(np.mean(d_pred * d_true > 0)),
+                     "corr": reward_correlation(trainer.model, test)})
+    return rows
+
+
+def _spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.3f} ({min(values):.3f} – {max(values):.3f})"
+
+
+def report(results: dict, out: Path) -> str:
+    """Tables (median, min and max over seeds per strategy and label count) and curves."""
+    from rlhf.plot import Curve, plot_curves
+
+    runs, strategies = results["runs"], results["strategies"]
+    labels = sorted({r["labels"] for run in runs for r in run["rows"]})
+    lines = [f"# Query selection, offline ({time.strftime('%Y-%m-%d')})", "",
+             f"Pool {results['pool_clips']} clips, test {results['test_clips']} clips and "
+             f"{results['test_pairs']} test pairs, from {', '.join(results['stores'])}; "
+             f"config {results['config']}; seeds {' '.join(map(str, results['seeds']))}; "
+             "median (min – max) over seeds."]
+    for metric, title in (("accuracy", "test pair accuracy"),
+                          ("corr", "per-step reward correlation on the test clips")):
+        lines += ["", f"{title}:", "", "| labels | " + " | ".join(strategies) + " |",
+                  "|---|" + "---|" * len(strategies)]
+        for n in labels:
+            cells = [[r[metric] for run in runs if run["strategy"] == s
+                      for r in run["rows"] if r["labels"] == n] for s in strategies]
+            lines.append(f"| {n} | " + " | ".join(_spread(c) if c else "–" for c in cells)
+                         + " |")
+        curves = [Curve(run["strategy"], np.array([r["labels"] for r in run["rows"]]),
+                        np.array([r[metric] for r in run["rows"]])) for run in runs]
+        png = plot_curves(curves, out / f"query_ablation_{metric}.png", "labels",
+                          ylabel=metric, title=f"query selection, offline: {title}")
+        lines += ["", f"![{title}]({png.name})"]
+    text = "\n".join(lines) + "\n"
+    atomic_write_text(out / "query_ablation.md", text)
+    return text
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("stores", nargs="+", type=Path, help="store.sqlite files of earlier runs")
+    p.add_argument("--config", default=None,
+                   help="the reward model's settings (default: the first store's run config)")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--strategies", nargs="+", choices=list(STRATEGIES), default=list(STRATEGIES))
+    p.add_argument("--initial", type=int, default=50, help="random labels to start from")
+    p.add_argument("--round", type=int, default=50, help="labels asked per round")
+    p.add_argument("--budget", type=int, default=400)
+    p.add_argument("--test-fraction", type=float, default=0.25)
+    p.add_argument("--out", type=Path, default=Path("runs/query-ablation"))
+    args = p.parse_args()
+    if args.config is None:
+        args.config = str(args.stores[0].parent / "config.yaml")
+    cfg = load_config(args.config)
+    env = make_env(cfg.env)
+    spec = FeatureSpec.from_spaces(env.observation_space, env.action_space,
+                                   cfg.reward.use_action, cfg.reward.use_next_obs)
+    env.close()
+    clips = load_clips(args.stores)
+    lengths = sorted({len(c) for c in clips})
+    if lengths != [cfg.loop.clip_length]:
+        raise SystemExit(f"query_ablation: the stores hold clips of {lengths} steps, the config "
+                         f"({args.config}) says loop.clip_length {cfg.loop.clip_length}")
+    split = np.random.default_rng(12345).permutation(len(clips))
+    n_test = int(len(clips) * args.test_fraction)
+    test = [clips[i] for i in split[:n_test]]
+    pool = [dataclasses.replace(clips[i], id=k) for k, i in enumerate(split[n_test:])]
+    pairs_test = test_pairs(np.array([c.rewards.sum() for c in test]), 2000,
+                            np.random.default_rng(54321))
+    results = {"config": args.config, "stores": [str(s) for s in args.stores],
+               "seeds": args.seeds, "strategies": args.strategies, "pool_clips": len(pool),
+               "test_clips": len(test), "test_pairs": len(pairs_test), "runs": []}
+    args.out.mkdir(parents=True, exist_ok=True)
+    for seed in args.seeds:
+        for s in args.strategies:
+            t0 = time.perf_counter()
+            rows = run_strategy(cfg, spec, s, seed, pool, test, pairs_test, args.initial,
+                                args.round, args.budget)
+            results["runs"].append({"strategy": s, "seed": seed, "rows": rows})
+            print(f"seed {seed} {s}: " + ", ".join(f"{r['labels']}: {r['accuracy']:.3f}"
+                                                   for r in rows)
+                  + f" ({time.perf_counter() - t0:.0f} s)", flush=True)
+            atomic_write_text(args.out / "query_ablation.json", json.dumps(results, indent=1))
+    print(report(results, args.out))
+
+
+if __name__ == "__main__":
+    main()
