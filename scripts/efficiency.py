@@ -474,8 +474,9 @@ def _queries_summary(rows: list[dict[str, Any]], out: Path) -> list[str]:
         quality = [q for q in (_reward_model_quality(out, r["name"]) for r in rs) if q]
         corr = f", reward corr {_spread([q[0] for q in quality], 2)}" if quality else ""
         seeds = " ".join(str(r["seed"]) for r in sorted(rs, key=lambda r: r["seed"]))
-        parts.append(f"{strategy} {_spread([r['final_return'] for r in rs])}{corr} "
-                     f"(seeds {seeds})")
+        late = _spread([statistics.fmean(c[2] for c in r["curve"][-3:]) for r in rs])
+        parts.append(f"{strategy} {_spread([r['final_return'] for r in rs])} (mean of the "
+                     f"last 3 evaluations {late}){corr} (seeds {seeds})")
     if not parts:
         return []
     labels = next(r["label_budget"] for r in rows if r["experiment"] == "queries")
