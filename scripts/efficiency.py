@@ -331,19 +331,15 @@ def _reward_model_quality(out: Path, name: str, last: int = 5) -> tuple[float, f
     """The reward model's Pearson correlation with the true per-step reward on fresh
     rollouts and its held-out label accuracy, each the mean over the run's last ``last``
     iterations (from the run's ``metrics.csv``); None for a PPO job or a missing run."""
-    import csv
-    import math
+    from rlhf.plot import read_curve_csv
 
     path = out / "runs" / name / "metrics.csv"
     if not path.is_file():
         return None
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))[-last:]
 
     def mean(key: str) -> float:
-        vals = [float(r[key]) for r in rows if r.get(key) not in (None, "", "nan")]
-        vals = [v for v in vals if not math.isnan(v)]
-        return sum(vals) / len(vals) if vals else float("nan")
+        y = read_curve_csv(path, x="iteration", y=key).y[-last:]
+        return float(y.mean()) if len(y) else float("nan")
 
     return mean("reward_corr"), mean("rm_val_accuracy")
 
@@ -354,6 +350,7 @@ def report(out: Path) -> str:
 
     rows = load_results(out)
     ppo = {(r["task"], r["seed"]): r for r in rows if r["kind"] == "ppo"}
+    quality = {r["name"]: q for r in rows if (q := _reward_model_quality(out, r["name"]))}
     lines = [f"# Label efficiency ({time.strftime('%Y-%m-%d')})", "", _machine(), ""]
 
     def normalised(r: dict[str, Any]) -> float | None:
@@ -374,15 +371,15 @@ def report(out: Path) -> str:
         rs.sort(key=lambda r: r["seed"])
         norm = [n for n in map(normalised, rs) if n is not None]
         base = [ppo[(task, r["seed"])]["final_return"] for r in rs if (task, r["seed"]) in ppo]
-        quality = [q for q in (_reward_model_quality(out, r["name"]) for r in rs) if q]
+        qs = [quality[r["name"]] for r in rs if r["name"] in quality]
         lines.append(
             f"| {exp} | {task} | {group} | {rs[0]['labels'] or '–'} | {rs[0]['timesteps']} "
             f"| {' '.join(str(r['seed']) for r in rs)} "
             f"| {_spread([r['final_return'] for r in rs])} "
             f"| {_spread(base) if group != 'ppo' else '–'} "
             f"| {_spread(norm, 2) if group != 'ppo' else '–'} "
-            f"| {_spread([q[0] for q in quality], 2) if quality else '–'} "
-            f"| {_spread([q[1] for q in quality], 2) if quality else '–'} "
+            f"| {_spread([q[0] for q in qs], 2) if qs else '–'} "
+            f"| {_spread([q[1] for q in qs], 2) if qs else '–'} "
             f"| {statistics.median(r['wall_s'] for r in rs):.0f} "
             f"| {_median_or_dash([r.get('cpu_s') for r in rs])} |")
     lines += ["", "Reward corr: Pearson correlation of the ensemble's mean reward with the "
@@ -390,7 +387,7 @@ def report(out: Path) -> str:
               "accuracy on held-out labels; both the mean over the run's last 5 iterations.",
               ""]
     lines += _curves(rows, out)
-    lines += ["", *_sweep_summary(rows, ppo), *_queries_summary(rows, out)]
+    lines += ["", *_sweep_summary(rows, ppo), *_queries_summary(rows, quality)]
     text = "\n".join(lines) + "\n"
     atomic_write_text(out / "report.md", text)
     return text
@@ -462,17 +459,19 @@ def _sweep_summary(rows: list[dict[str, Any]], ppo: dict) -> list[str]:
             f"80% of true-reward PPO: {verdict}."]
 
 
-def _queries_summary(rows: list[dict[str, Any]], out: Path) -> list[str]:
+def _queries_summary(rows: list[dict[str, Any]],
+                     quality: dict[str, tuple[float, float]]) -> list[str]:
     """The query-selection ablation in one line: each strategy's median final return and
-    reward correlation over the seeds it ran."""
+    reward correlation over the seeds it ran (``quality``: by job name, see
+    ``_reward_model_quality``)."""
     parts = []
     for strategy in STRATEGIES:
         rs = [r for r in rows if r["experiment"] == "queries"
               and r["group"].removesuffix(str(r.get("label_budget", ""))) == strategy]
         if not rs:
             continue
-        quality = [q for q in (_reward_model_quality(out, r["name"]) for r in rs) if q]
-        corr = f", reward corr {_spread([q[0] for q in quality], 2)}" if quality else ""
+        qs = [quality[r["name"]] for r in rs if r["name"] in quality]
+        corr = f", reward corr {_spread([q[0] for q in qs], 2)}" if qs else ""
         seeds = " ".join(str(r["seed"]) for r in sorted(rs, key=lambda r: r["seed"]))
         late = _spread([statistics.fmean(c[2] for c in r["curve"][-3:]) for r in rs])
         parts.append(f"{strategy} {_spread([r['final_return'] for r in rs])} (mean of the "

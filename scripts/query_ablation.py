@@ -45,7 +45,8 @@ from rlhf.io import atomic_write_text  # noqa: E402
 from rlhf.queries import STRATEGIES, select_pairs  # noqa: E402
 from rlhf.reward.model import FeatureSpec, RewardModel  # noqa: E402
 from rlhf.reward.trainer import RewardTrainer  # noqa: E402
-from rlhf.store import Store  # noqa: E402
+from rlhf.store import MU, Store  # noqa: E402
+from rlhf.teachers import SimulatedTeacher  # noqa: E402
 
 
 def load_clips(stores: list[Path]) -> list[Clip]:
@@ -76,11 +77,12 @@ def run_strategy(cfg: Config, spec: FeatureSpec, strategy: str, seed: int, pool:
     model = RewardModel(spec, cfg.reward.ensemble, cfg.reward.hidden, seed=seed,
                         clip_reward=cfg.reward.clip_reward)
     trainer = RewardTrainer(model, cfg.reward, cfg.loop.clip_length, seed=seed)
-    true_pool = np.array([c.rewards.sum() for c in pool])
-    true_test = np.array([c.rewards.sum() for c in test])
+    teacher = SimulatedTeacher()  # perfect: the better true return, 'equal' on a tie
+    true_test = np.array([teacher.clip_return(c) for c in test])
     by_id = {c.id: c for c in pool}
     asked: set[tuple[int, int]] = set()
     pairs: list[tuple[int, int]] = []
+    mu: list[float] = []
     rows = []
     while len(pairs) < budget:
         n = min(initial if not pairs else round_size, budget - len(pairs))
@@ -93,10 +95,8 @@ def run_strategy(cfg: Config, spec: FeatureSpec, strategy: str, seed: int, pool:
                                   cfg.query.candidates, np.random.default_rng([seed, 8]))
         asked |= {(int(a), int(b)) for a, b in chosen}
         pairs += [(pool[a].id, pool[b].id) for a, b in chosen]
-        ids = np.array(pairs, dtype=np.int64)
-        ra, rb = true_pool[ids[:, 0]], true_pool[ids[:, 1]]  # pool ids are pool indices
-        mu = np.where(ra > rb, 1.0, np.where(ra < rb, 0.0, 0.5)).astype(np.float32)
-        trainer.sync(ids, mu, by_id)
+        mu += [MU[teacher.answer(pool[a], pool[b])] for a, b in chosen]
+        trainer.sync(np.array(pairs, dtype=np.int64), np.array(mu, dtype=np.float32), by_id)
         trainer.fit()
         pred = trainer.clip_member_returns(test).mean(0)
         d_pred = pred[pairs_test[:, 0]] - pred[pairs_test[:, 1]]
