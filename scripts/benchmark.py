@@ -5,6 +5,7 @@
     python scripts/benchmark.py reward [--members 5]    # batched ensemble vs per-member loops
     python scripts/benchmark.py inference               # reward queries/s for 1-64 envs
     python scripts/benchmark.py overhead [--steps N]    # PPO steps/s: learned vs true reward
+    python scripts/benchmark.py adam [CONFIG]           # PPO CPU time: SB3's Adam vs fused
     python scripts/benchmark.py scaling                 # fit time as labels grow
     python scripts/benchmark.py efficiency CONFIG [--seeds 0 1 2]   # RLHF vs true-reward PPO
 
@@ -266,6 +267,41 @@ def cmd_overhead(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
+def cmd_adam(args: argparse.Namespace) -> list[dict]:
+    """CPU seconds of PPO on the true reward (rollouts and updates) for ``--timesteps``
+    steps of a preset, with SB3's default Adam and with the fused kernel rlhf gives it
+    (``rlhf.agent.FUSED_ADAM``), side by side on one torch thread, each the median of
+    ``--repeats`` runs."""
+    import dataclasses
+
+    from rlhf.agent import make_agent, make_env_stack
+    from rlhf.config import load_config
+
+    cfg = load_config(args.config or "configs/halfcheetah.yaml", list(args.overrides))
+    policy_kwargs = dict(cfg.agent.kwargs.get("policy_kwargs") or {})
+    sb3 = dataclasses.replace(cfg.agent, kwargs={
+        **cfg.agent.kwargs, "policy_kwargs": {**policy_kwargs, "optimizer_kwargs": {"eps": 1e-5}}})
+    results: dict[str, list[float]] = {"sb3": [], "fused": []}
+    modes = [("sb3", sb3), ("fused", cfg.agent)]
+    for rep in range(args.repeats):
+        for mode, agent_cfg in modes[::1 - 2 * (rep % 2)]:  # alternate which goes first
+            stack = make_env_stack(cfg)  # no reward model set: the true reward
+            agent = make_agent(agent_cfg, stack.agent_env, seed=rep,
+                               total_timesteps=cfg.loop.total_timesteps)
+            t0 = time.process_time()
+            agent.learn(args.timesteps)
+            results[mode].append(time.process_time() - t0)
+            stack.close()
+    med = {m: statistics.median(v) for m, v in results.items()}
+    row = {"config": cfg.name, "env": cfg.env.id, "timesteps": args.timesteps,
+           "sb3_cpu_s": med["sb3"], "fused_cpu_s": med["fused"],
+           "ratio": med["fused"] / med["sb3"],
+           "fused_cpu_min_per_1M": med["fused"] / args.timesteps * 1e6 / 60,
+           "sb3_cpu_min_per_1M": med["sb3"] / args.timesteps * 1e6 / 60, "runs": args.repeats}
+    emit(row, 3)
+    return [row]
+
+
 # -- label efficiency: RLHF against PPO on the true reward ---------------------------------
 
 
@@ -307,9 +343,9 @@ def cmd_efficiency(args: argparse.Namespace) -> list[dict]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("what", choices=["ceiling", "reward", "inference", "scaling", "overhead",
-                                    "efficiency"])
-    p.add_argument("config", nargs="?", help="efficiency: the preset to run")
-    p.add_argument("overrides", nargs="*", help="efficiency: key.path=value overrides")
+                                    "adam", "efficiency"])
+    p.add_argument("config", nargs="?", help="efficiency, adam: the preset to run")
+    p.add_argument("overrides", nargs="*", help="efficiency, adam: key.path=value overrides")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--members", type=int, nargs="+", default=[1, 3, 5, 10])
     p.add_argument("--clip", type=int, nargs="+", default=[25, 50])
@@ -321,20 +357,24 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--compare", nargs="*", default=["loop", "naive"], choices=["loop", "naive"],
                    help="reward: the per-member references to time (none: batched only)")
+    p.add_argument("--timesteps", type=int, default=10240, help="adam: PPO steps per run")
     p.add_argument("--envs", nargs="+", default=["Pendulum-v1", "HalfCheetah-v5"])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--out", default="runs/bench")
     p.add_argument("--json", help="also write the rows to this file")
     args = p.parse_args()
+    if args.what == "adam":
+        torch.set_num_threads(1)  # as each job of scripts/efficiency.py
     print(f"# machine: {machine()}", flush=True)
     device = torch.device(args.device)
-    if args.what != "efficiency":
+    if args.what not in ("efficiency", "adam"):
         print("# ceilings: " + json.dumps({k: round(v, 1)
                                            for k, v in ceilings(device).items()}), flush=True)
     if args.what == "efficiency" and not args.config:
         p.error("efficiency needs a CONFIG, e.g. configs/pendulum.yaml")
     fn = {"ceiling": lambda a: [], "reward": cmd_reward, "inference": cmd_inference,
-          "scaling": cmd_scaling, "overhead": cmd_overhead, "efficiency": cmd_efficiency}
+          "scaling": cmd_scaling, "overhead": cmd_overhead, "adam": cmd_adam,
+          "efficiency": cmd_efficiency}
     rows = fn[args.what](args)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from stable_baselines3.common.vec_env import DummyVecEnv
 
@@ -57,6 +58,30 @@ def test_linear_schedule_needs_a_number_and_a_budget():
     with pytest.raises(ConfigError, match="agent.lr_schedule"):
         make_agent(AgentConfig(lr_schedule="linear", kwargs={"learning_rate": "fast"}), env,
                    seed=0, total_timesteps=100)
+
+
+def test_ppo_gets_sb3s_adam_on_the_fused_kernel_with_the_same_updates():
+    def trained(policy_kwargs):  # built and trained in turn: SB3 seeds torch's global RNG
+        env = DummyVecEnv([lambda: make_env(EnvConfig(id="Pendulum-v1"))])
+        kwargs = {"n_steps": 64, "batch_size": 32, "n_epochs": 4, "learning_rate": 1e-3,
+                  "policy_kwargs": policy_kwargs}
+        agent = make_agent(AgentConfig(kwargs=kwargs), env, seed=0)
+        before = [p.detach().clone() for p in agent.policy.parameters()]
+        agent.learn(64)
+        return agent, before
+
+    fused, before = trained({"net_arch": [32]})
+    defaults = fused.policy.optimizer.defaults
+    assert isinstance(fused.policy.optimizer, torch.optim.Adam)
+    assert defaults["fused"] and defaults["eps"] == 1e-5  # SB3's eps, kept
+    plain, _ = trained({"net_arch": [32], "optimizer_kwargs": {"eps": 1e-5}})  # the user's own
+    assert not plain.policy.optimizer.defaults["fused"]
+    moved = False
+    for p0, pf, pp in zip(before, fused.policy.parameters(), plain.policy.parameters(),
+                          strict=True):
+        torch.testing.assert_close(pf, pp, rtol=1e-4, atol=1e-5)
+        moved |= not torch.equal(p0, pf)
+    assert moved
 
 
 def test_iteration_ends_and_eval_points():
