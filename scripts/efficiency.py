@@ -32,6 +32,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import signal
 import statistics
 import subprocess
@@ -367,7 +368,7 @@ def report(out: Path) -> str:
               "(min – max) | true-reward PPO | normalised: median (min – max) | reward "
               "corr | val accuracy | wall s (median) | CPU s (median) |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for (exp, task, group), rs in sorted(groups.items()):
+    for (exp, task, group), rs in sorted(groups.items(), key=lambda kv: _natural(kv[0])):
         rs.sort(key=lambda r: r["seed"])
         norm = [n for n in map(normalised, rs) if n is not None]
         base = [ppo[(task, r["seed"])]["final_return"] for r in rs if (task, r["seed"]) in ppo]
@@ -420,6 +421,12 @@ def _curves(rows: list[dict[str, Any]], out: Path) -> list[str]:
     return lines
 
 
+def _natural(key: tuple[str, ...]) -> tuple:
+    """Sort key reading digit runs as numbers: labels200 before labels1400."""
+    return tuple(tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", k))
+                 for k in key)
+
+
 def _median_or_dash(values: list[float | None]) -> str:
     known = [v for v in values if v is not None]
     return f"{statistics.median(known):.0f}" if known else "–"
@@ -435,8 +442,10 @@ def _xy(curve: list[list[float]], x: int) -> tuple[Any, Any]:
 def _sweep_summary(rows: list[dict[str, Any]], ppo: dict) -> list[str]:
     """Labels needed to reach 80% of true-reward PPO's return (normalised 0.8): the first
     budget where the sweep's median normalised score crosses 0.8, linearly interpolated."""
+    seeds = sorted({r["seed"] for r in rows if r["experiment"] == "sweep"})
     sweep = [r for r in rows if r["task"] == "halfcheetah" and r["kind"] == "rlhf"
-             and (r["group"].startswith("labels") or r["group"] == "rlhf")]
+             and (r["group"].startswith("labels") or r["group"] == "rlhf")
+             and r["seed"] in seeds]  # main's 700 only on the seeds the sweep ran
     points: dict[int, list[float]] = {}
     for r in sweep:
         base = ppo.get((r["task"], r["seed"]))
@@ -455,7 +464,8 @@ def _sweep_summary(rows: list[dict[str, Any]], ppo: dict) -> list[str]:
     table = ", ".join(f"{x}: {y:.2f}" for x, y in zip(xs, ys, strict=True))
     verdict = ("not reached at any budget measured" if need is None
                else f"about {need:.0f} labels")
-    return [f"HalfCheetah label sweep, median normalised score by labels: {table}. "
+    return [f"HalfCheetah label sweep (seeds {' '.join(map(str, seeds))}), median normalised "
+            f"score by labels: {table}. "
             f"80% of true-reward PPO: {verdict}."]
 
 

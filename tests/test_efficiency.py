@@ -165,3 +165,30 @@ def test_suite_runs_rlhf_and_true_reward_ppo_and_reports(tmp_path):
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert not (tmp_path / "q.png").exists()
+
+
+def test_report_orders_budgets_by_number_and_sweeps_only_the_sweeps_seeds(tmp_path):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from efficiency import report
+
+    (tmp_path / "results").mkdir()
+
+    def result(exp: str, kind: str, group: str, seed: int, labels: int, ret: float) -> None:
+        name = f"halfcheetah-{group}-s{seed}"
+        (tmp_path / "results" / f"{name}.json").write_text(json.dumps({
+            "experiment": exp, "task": "halfcheetah", "kind": kind, "group": group,
+            "seed": seed, "name": name, "labels": labels, "label_budget": labels,
+            "timesteps": 1000, "final_return": ret, "random_return": 0.0, "wall_s": 1.0,
+            "cpu_s": 1.0, "curve": [[1000, labels, ret]]}))
+
+    for seed in (0, 1):
+        result("main", "ppo", "ppo", seed, 0, 1000.0)
+    result("main", "rlhf", "rlhf", 0, 700, 900.0)
+    result("main", "rlhf", "rlhf", 1, 700, 100.0)  # no sweep on seed 1: not in the sweep
+    for labels, ret in ((100, 500.0), (200, 1000.0), (1400, 1100.0)):
+        result("sweep", "rlhf", f"labels{labels}", 0, labels, ret)
+    text = report(tmp_path)
+    rows = [line.split("|")[3].strip() for line in text.splitlines() if "| sweep |" in line]
+    assert rows == ["labels100", "labels200", "labels1400"]
+    assert ("label sweep (seeds 0), median normalised score by labels: 100: 0.50, 200: 1.00, "
+            "700: 0.90, 1400: 1.10. 80% of true-reward PPO: about 160 labels.") in text
