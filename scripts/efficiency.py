@@ -23,7 +23,10 @@ min/median/max over seeds, wall times, versions) and the curves (``OUT/*.png``: 
 against timesteps and against labels) are rebuilt from whatever results exist
 (``--report-only`` rebuilds them without running anything).
 
-With ``--jobs N`` the jobs run N at a time, each with one torch thread.
+With ``--jobs N`` the jobs run N at a time, each with ``--threads`` torch threads (default
+1, also for one job: the suite is meant to run beside other work, and torch's OpenMP
+threads spin while they wait for a busy core: two 2-thread HalfCheetah jobs on 2 cores,
+beside a test run, took 470–550 s for an iteration that takes about 40 s with one thread).
 """
 
 from __future__ import annotations
@@ -140,6 +143,8 @@ def plan(experiments: list[str], tasks: list[str], seeds: list[int], quick: bool
 
 def run_job(job: Job, out: Path) -> dict[str, Any]:
     """Run ``job``; returns its result (final return, curve, random return, wall time)."""
+    import torch
+
     from rlhf.config import load_config
     from rlhf.evaluate import random_return
 
@@ -158,7 +163,8 @@ def run_job(job: Job, out: Path) -> dict[str, Any]:
                                            first_reset_seed=cfg.seed + 50_000),
             "timesteps": timesteps, "labels": labels,
             "label_budget": cfg.loop.total_labels if job.kind == "rlhf" else 0,
-            "wall_s": wall, "cpu_s": cpu, "curve": curve}
+            "wall_s": wall, "cpu_s": cpu, "torch_threads": torch.get_num_threads(),
+            "curve": curve}
 
 
 def _score(cfg):
@@ -254,7 +260,7 @@ def _ppo(cfg) -> tuple[list[list[float]], float, int]:
 # -- the suite ---------------------------------------------------------------------------
 
 
-def run_suite(jobs: list[Job], out: Path, parallel: int) -> list[str]:
+def run_suite(jobs: list[Job], out: Path, parallel: int, threads: int = 1) -> list[str]:
     """Run the jobs without a result yet, ``parallel`` at a time; returns the failed ones."""
     results = out / "results"
     results.mkdir(parents=True, exist_ok=True)
@@ -271,7 +277,7 @@ def run_suite(jobs: list[Job], out: Path, parallel: int) -> list[str]:
                              "use another --out for these")
     print(f"efficiency: {len(jobs)} jobs, {len(jobs) - len(todo)} already done, "
           f"{len(todo)} to run, {parallel} at a time; results in {results}", flush=True)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"} if parallel > 1 else dict(os.environ)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     running: list[tuple[Job, subprocess.Popen, float]] = []
     failed: list[str] = []
     try:
@@ -514,6 +520,7 @@ def main() -> None:
     p.add_argument("--quick", action="store_true",
                    help="one seed, small budgets: a sanity check in minutes")
     p.add_argument("--jobs", type=int, default=1, help="jobs run at a time")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per job")
     p.add_argument("--out", default=None,
                    help="default runs/efficiency (--quick: runs/efficiency-quick)")
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
@@ -523,10 +530,11 @@ def main() -> None:
     args = p.parse_args()
     out = Path(args.out or ("runs/efficiency-quick" if args.quick else "runs/efficiency"))
     if args.run_job:
-        if os.environ.get("OMP_NUM_THREADS") == "1":
+        threads = os.environ.get("OMP_NUM_THREADS", "")
+        if threads.isdigit() and int(threads) > 0:
             import torch
 
-            torch.set_num_threads(1)
+            torch.set_num_threads(int(threads))
         job = Job(**json.loads(args.run_job))
         result = run_job(job, out)
         from rlhf.io import atomic_write_text
@@ -536,12 +544,14 @@ def main() -> None:
         return
     if args.jobs < 1:
         p.error(f"--jobs: must be >= 1, got {args.jobs}")
+    if args.threads < 1:
+        p.error(f"--threads: must be >= 1, got {args.threads}")
     seeds = args.seeds if args.seeds is not None else ([0] if args.quick else [0, 1, 2])
     failed: list[str] = []
     if not args.report_only:
         signal.signal(signal.SIGTERM, _raise_interrupt)  # stop the jobs too
         failed = run_suite(plan(args.experiments, args.tasks, seeds, args.quick, args.set),
-                           out, args.jobs)
+                           out, args.jobs, args.threads)
     print(report(out))
     if failed:
         sys.exit(1)

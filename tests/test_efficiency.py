@@ -128,6 +128,7 @@ def test_suite_runs_rlhf_and_true_reward_ppo_and_reports(tmp_path):
     assert [c[0] for c in rlhf["curve"]] == [c[0] for c in ppo["curve"]] == [512, 1024]
     assert all(-2000 < c[2] <= 0 for c in rlhf["curve"] + ppo["curve"])
     assert -2000 < rlhf["random_return"] < 0
+    assert rlhf["torch_threads"] == ppo["torch_threads"] == 1
     report = (out / "report.md").read_text()
     assert "| main | pendulum | rlhf | 12 | 1024 | 0 |" in report
     # The RLHF row carries its reward model's quality from the run's metrics.csv.
@@ -141,6 +142,11 @@ def test_suite_runs_rlhf_and_true_reward_ppo_and_reports(tmp_path):
     assert again.returncode == 0 and "2 already done, 0 to run" in again.stdout
     other = _suite(out, "--set", *TINY, "eval.episodes=2")
     assert other.returncode != 0 and "use another --out" in other.stderr + other.stdout
+    # One job at a time still gets one torch thread (--threads): it runs beside other work.
+    alone = _suite(tmp_path / "alone", "--set", *TINY)
+    assert alone.returncode == 0, alone.stdout + alone.stderr
+    assert json.loads((tmp_path / "alone" / "results" / "pendulum-ppo-s0.json")
+                      .read_text())["torch_threads"] == 1
     # The offline query ablation runs on the stored clips with the run's own settings.
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "query_ablation.py"),
                            str(out / "runs" / "pendulum-rlhf-s0" / "store.sqlite"),
