@@ -40,7 +40,7 @@ FUSED_ADAM = {"eps": 1e-5, "fused": True}
 """The optimiser settings given to an SB3 policy that would get Adam with no settings of
 its own: SB3's Adam (``eps`` 1e-5, its default there), with torch's fused kernel, one op
 per step instead of a dozen per parameter tensor. Same update; PPO on HalfCheetah's
-256x256 networks spends about a fifth less CPU time (BENCHMARKS.md, "Fused Adam")."""
+256x256 networks spends 13-15% less CPU time (BENCHMARKS.md, "Fused Adam")."""
 ACTIVATIONS = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU, "elu": torch.nn.ELU,
                "leaky_relu": torch.nn.LeakyReLU, "gelu": torch.nn.GELU}
 
