@@ -274,13 +274,14 @@ def cmd_adam(args: argparse.Namespace) -> list[dict]:
     ``--repeats`` runs."""
     import dataclasses
 
-    from rlhf.agent import make_agent, make_env_stack
+    from rlhf.agent import FUSED_ADAM, make_agent, make_env_stack
     from rlhf.config import load_config
 
     cfg = load_config(args.config or "configs/halfcheetah.yaml", list(args.overrides))
     policy_kwargs = dict(cfg.agent.kwargs.get("policy_kwargs") or {})
+    unfused = {k: v for k, v in FUSED_ADAM.items() if k != "fused"}  # SB3's own settings
     sb3 = dataclasses.replace(cfg.agent, kwargs={
-        **cfg.agent.kwargs, "policy_kwargs": {**policy_kwargs, "optimizer_kwargs": {"eps": 1e-5}}})
+        **cfg.agent.kwargs, "policy_kwargs": {**policy_kwargs, "optimizer_kwargs": unfused}})
     results: dict[str, list[float]] = {"sb3": [], "fused": []}
     modes = [("sb3", sb3), ("fused", cfg.agent)]
     for rep in range(args.repeats):

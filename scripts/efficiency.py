@@ -529,12 +529,7 @@ def main() -> None:
     p.add_argument("--run-job", help=argparse.SUPPRESS)
     args = p.parse_args()
     out = Path(args.out or ("runs/efficiency-quick" if args.quick else "runs/efficiency"))
-    if args.run_job:
-        threads = os.environ.get("OMP_NUM_THREADS", "")
-        if threads.isdigit() and int(threads) > 0:
-            import torch
-
-            torch.set_num_threads(int(threads))
+    if args.run_job:  # torch takes its thread count from OMP_NUM_THREADS (run_suite's)
         job = Job(**json.loads(args.run_job))
         result = run_job(job, out)
         from rlhf.io import atomic_write_text
