@@ -463,16 +463,21 @@ def _sweep_summary(rows: list[dict[str, Any]], ppo: dict) -> list[str]:
         return []
     xs = sorted(points)
     ys = [statistics.median(points[x]) for x in xs]
-    need: float | None = xs[0] if ys[0] >= 0.8 else next(
-        (x0 + (0.8 - y0) * (x1 - x0) / (y1 - y0)
-         for x0, y0, x1, y1 in zip(xs, ys, xs[1:], ys[1:], strict=False) if y0 < 0.8 <= y1),
-        None)
     table = ", ".join(f"{x}: {y:.2f}" for x, y in zip(xs, ys, strict=True))
-    verdict = ("not reached at any budget measured" if need is None
-               else f"about {need:.0f} labels")
     return [f"HalfCheetah label sweep (seeds {' '.join(map(str, seeds))}), median normalised "
             f"score by labels: {table}. "
-            f"80% of true-reward PPO: {verdict}."]
+            f"80% of true-reward PPO: {labels_to_reach(xs, ys, 0.8)}."]
+
+
+def labels_to_reach(xs: list[int], ys: list[float], level: float) -> str:
+    """Where the normalised scores ``ys`` at label budgets ``xs`` (ascending) first cross
+    ``level``, linearly interpolated; a bound when the smallest budget already reaches it."""
+    if ys[0] >= level:
+        return f"{xs[0]} labels or fewer (the smallest budget measured already reaches it)"
+    need = next((x0 + (level - y0) * (x1 - x0) / (y1 - y0)
+                 for x0, y0, x1, y1 in zip(xs, ys, xs[1:], ys[1:], strict=False)
+                 if y0 < level <= y1), None)
+    return "not reached at any budget measured" if need is None else f"about {need:.0f} labels"
 
 
 def _queries_summary(rows: list[dict[str, Any]],

@@ -198,3 +198,12 @@ def test_report_orders_budgets_by_number_and_sweeps_only_the_sweeps_seeds(tmp_pa
     assert rows == ["labels100", "labels200", "labels1400"]
     assert ("label sweep (seeds 0), median normalised score by labels: 100: 0.50, 200: 1.00, "
             "700: 0.90, 1400: 1.10. 80% of true-reward PPO: about 160 labels.") in text
+
+
+def test_labels_to_reach_interpolates_and_bounds():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from efficiency import labels_to_reach
+
+    assert labels_to_reach([100, 200], [0.5, 1.0], 0.8) == "about 160 labels"
+    assert labels_to_reach([100, 200], [0.9, 1.0], 0.8).startswith("100 labels or fewer")
+    assert labels_to_reach([100, 200], [0.5, 0.7], 0.8) == "not reached at any budget measured"
