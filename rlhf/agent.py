@@ -12,8 +12,10 @@ The stack, from the environments up::
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import io
+import math
 import pickle
 import zipfile
 from dataclasses import dataclass
@@ -27,7 +29,7 @@ from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize, unwrap_vec_normalize
 
 from rlhf.clips import ClipCollector, FrameSampling
-from rlhf.config import AgentConfig, Config, ConfigError
+from rlhf.config import MAX_LAYERS, WIDTH, AgentConfig, Bound, Config, ConfigError
 from rlhf.environment import env_factory, needs_recorded_frames
 from rlhf.io import atomic_write_bytes
 from rlhf.wrappers import LearnedRewardVecEnv
@@ -128,6 +130,10 @@ def make_agent(cfg: AgentConfig, env: VecEnv, seed: int | None,
                total_timesteps: int | None = None) -> BaseAlgorithm:
     """The SB3 algorithm ``cfg`` names on ``env``. ``total_timesteps``: the run's whole
     budget, which a ``linear`` learning-rate schedule falls over."""
+    policy_class = ALGOS[cfg.algo].policy_aliases.get(cfg.policy)
+    if policy_class is None:
+        raise ConfigError(f"agent.policy: {cfg.policy!r} is not one of "
+                          f"{', '.join(ALGOS[cfg.algo].policy_aliases)} (for {cfg.algo})")
     kwargs = dict(cfg.kwargs)
     if cfg.lr_schedule == "linear":
         if total_timesteps is None:
@@ -137,6 +143,10 @@ def make_agent(cfg: AgentConfig, env: VecEnv, seed: int | None,
         if not isinstance(lr, (int, float)):
             raise ConfigError("agent.lr_schedule: linear needs a number in "
                               f"agent.kwargs.learning_rate, got {lr!r}")
+    kwargs = _checked_kwargs(cfg.algo, policy_class, kwargs, env.num_envs)
+    if cfg.lr_schedule == "linear":
+        lr = kwargs.get("learning_rate", inspect.signature(ALGOS[cfg.algo])
+                        .parameters["learning_rate"].default)
         kwargs["learning_rate"] = RunLinearSchedule(lr, total_timesteps)
     pk = dict(kwargs.get("policy_kwargs") or {})
     act = pk.get("activation_fn")
@@ -152,8 +162,155 @@ def make_agent(cfg: AgentConfig, env: VecEnv, seed: int | None,
     try:
         return ALGOS[cfg.algo](cfg.policy, env, seed=seed, verbose=0,
                                tensorboard_log=tensorboard_log, device="cpu", **kwargs)
-    except (TypeError, ValueError, KeyError) as e:
-        raise ConfigError(f"agent.kwargs: {cfg.algo} rejected its settings: {e}") from None
+    except (TypeError, ValueError, KeyError, AssertionError) as e:  # SB3 asserts on values
+        message = " ".join(str(e).split()) or type(e).__name__
+        raise ConfigError(f"agent.kwargs: {cfg.algo} rejected its settings: {message}") from None
+
+
+MAX_ROLLOUT = 2**24
+"""Most transitions in one rollout (``n_steps * n_envs``): the buffer holds each one's obs."""
+
+# Ranges of the SB3 settings a config may give (``agent.kwargs``), checked before SB3 sees
+# them: SB3 checks few of them, and accepts NaN and infinities, or giant sizes it then
+# tries to allocate. Each is (int or float, range, None allowed).
+_KWARG_RANGES: dict[str, tuple[type, Bound, bool]] = {
+    "learning_rate": (float, Bound(0, 1, low_open=True, why="the optimiser's step size"),
+                      False),
+    "n_steps": (int, Bound(1, 10**6, why="steps per env per rollout"), False),
+    "batch_size": (int, Bound(2, MAX_ROLLOUT, why="SB3 needs at least 2"), False),
+    "n_epochs": (int, Bound(1, 10_000), False),
+    "gamma": (float, Bound(0, 1, cap=False), False),
+    "gae_lambda": (float, Bound(0, 1, cap=False), False),
+    "clip_range": (float, Bound(0, 10, low_open=True), False),
+    "clip_range_vf": (float, Bound(0, 1e6, low_open=True, why="or null: no clipping"), True),
+    "ent_coef": (float, Bound(0, 100), False),
+    "vf_coef": (float, Bound(0, 100), False),
+    "max_grad_norm": (float, Bound(0, 1e9, low_open=True), False),
+    "target_kl": (float, Bound(0, 100, low_open=True, why="or null: no early stop"), True),
+    "sde_sample_freq": (int, Bound(-1, 10**6, why="-1 = once per rollout"), False),
+    "stats_window_size": (int, Bound(1, 10**6), False),
+    "rms_prop_eps": (float, Bound(0, 1, low_open=True), False),
+}
+_BOOL_KWARGS = {"normalize_advantage", "use_sde", "use_rms_prop", "ortho_init", "full_std",
+                "use_expln", "squash_output", "share_features_extractor", "normalize_images"}
+_RESERVED_KWARGS = {"policy", "env", "seed", "verbose", "tensorboard_log", "device",
+                    "_init_setup_model"}
+"""Given by rlhf itself (the config's ``agent.policy``, ``seed``, ...)."""
+_RESERVED_POLICY_KWARGS = {"observation_space", "action_space", "lr_schedule"}
+"""Given by SB3 itself."""
+
+
+def _kwarg_number(value: object, key: str, kind: type, bound: Bound) -> int | float:
+    """``value`` as a number of ``kind`` in ``bound``; an integral float is an int here, as
+    in the typed config (YAML reads 2e3 as a float)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        expected = "an integer" if kind is int else "a number"
+        raise ConfigError(f"{key}: expected {expected}, got {value!r}")
+    if kind is int and isinstance(value, float):
+        if not value.is_integer():
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        value = int(value)
+    bound.check(value, key)
+    return float(value) if kind is float else value
+
+
+def _check_finite(value: object, key: str) -> None:
+    """No NaN or infinity anywhere in settings this module does not know (e.g.
+    ``optimizer_kwargs``): none of SB3's or torch's settings means anything by them."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_finite(v, f"{key}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_finite(v, f"{key}[{i}]")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key}: must be a finite number, got {value}")
+
+
+def _unknown(key: str, name: str, known: list[str], what: str) -> ConfigError:
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return ConfigError(f"{key}: {what} takes no such setting{hint}")
+
+
+def _accepts(cls: type) -> tuple[list[str], bool]:
+    """The keyword names ``cls(...)`` takes, and whether it takes any (``**kwargs``)."""
+    params = inspect.signature(cls.__init__).parameters
+    names = [n for n, p in params.items() if n != "self" and p.kind != p.VAR_KEYWORD]
+    return names, any(p.kind == p.VAR_KEYWORD for p in params.values())
+
+
+def _net_arch(value: object, key: str) -> object:
+    """A policy's ``net_arch``: a list of widths, or ``{pi: [...], vf: [...]}``, each at
+    most ``MAX_LAYERS`` layers of widths in ``WIDTH`` (the reward model's limits)."""
+    if isinstance(value, dict):
+        for k in value:
+            if k not in ("pi", "vf"):
+                raise ConfigError(f"{key}.{k}: net_arch has only 'pi' and 'vf' lists")
+        return {k: _net_arch(v, f"{key}.{k}") for k, v in value.items()}
+    if not isinstance(value, list):
+        raise ConfigError(f"{key}: expected a list of layer widths or {{pi: [...], vf: "
+                          f"[...]}}, got {value!r}")
+    if len(value) > MAX_LAYERS:
+        raise ConfigError(f"{key}: at most {MAX_LAYERS} layers, got {len(value)}")
+    return [_kwarg_number(w, f"{key}[{i}]", int, WIDTH) for i, w in enumerate(value)]
+
+
+def _checked_kwargs(algo: str, policy_class: type, kwargs: dict, n_envs: int) -> dict:
+    """``agent.kwargs`` checked where they can be before SB3 sees them: names it takes,
+    numbers in range (a copy, integral floats made ints); ConfigError names the key."""
+    names, any_name = _accepts(ALGOS[algo])
+    out = {}
+    for name, value in kwargs.items():
+        key = f"agent.kwargs.{name}"
+        if name in _RESERVED_KWARGS:
+            raise ConfigError(f"{key}: set by rlhf (agent.policy, seed, ...), not here")
+        if name not in names and not any_name:
+            raise _unknown(key, str(name), names, algo)
+        if name in _KWARG_RANGES:
+            kind, bound, optional = _KWARG_RANGES[name]
+            if not (optional and value is None):
+                value = _kwarg_number(value, key, kind, bound)
+        elif name in _BOOL_KWARGS and not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        elif name == "policy_kwargs" and value is not None:
+            value = _checked_policy_kwargs(policy_class, value, key)
+        else:
+            _check_finite(value, key)
+        out[name] = value
+    n_steps = out.get("n_steps", inspect.signature(ALGOS[algo]).parameters["n_steps"].default)
+    if n_steps * n_envs > MAX_ROLLOUT:
+        raise ConfigError(f"agent.kwargs.n_steps: n_steps * env.n_envs = {n_steps * n_envs:_} "
+                          f"transitions per rollout; at most {MAX_ROLLOUT:_}")
+    return out
+
+
+def _checked_policy_kwargs(policy_class: type, pk: object, key: str) -> dict:
+    if not isinstance(pk, dict):
+        raise ConfigError(f"{key}: expected a mapping, got {pk!r}")
+    names, any_name = _accepts(policy_class)
+    out = {}
+    for name, value in pk.items():
+        sub = f"{key}.{name}"
+        if name in _RESERVED_POLICY_KWARGS:
+            raise ConfigError(f"{sub}: set by SB3 itself, not here")
+        if name not in names and not any_name:
+            raise _unknown(sub, str(name), names, policy_class.__name__)
+        if name == "net_arch" and value is not None:
+            value = _net_arch(value, sub)
+        elif name == "log_std_init":
+            value = _kwarg_number(value, sub, float, Bound(-20, 20, cap=False))
+        elif name in _BOOL_KWARGS and not isinstance(value, bool):
+            raise ConfigError(f"{sub}: expected true or false, got {value!r}")
+        elif (name == "features_extractor_kwargs" and isinstance(value, dict)
+              and "features_dim" in value):
+            value = {**value, "features_dim": _kwarg_number(
+                value["features_dim"], f"{sub}.features_dim", int, WIDTH)}
+            _check_finite(value, sub)
+        else:
+            _check_finite(value, sub)
+        out[name] = value
+    return out
 
 
 def _default_adam(algo: str, kwargs: dict, policy_kwargs: dict) -> bool:
@@ -178,17 +335,27 @@ def load_policy(agent: BaseAlgorithm, path: Path) -> None:
 
     Parameters only: SB3 reads the zip's tensors with ``torch.load(weights_only=True)`` and
     never unpickles the zip's ``data`` entry, so a file from someone else cannot run code.
+    A damaged file, or one with NaN or infinite weights, is a one-line CheckpointError.
     """
+    import zlib
+
     from rlhf.rundir import CheckpointError
 
+    if not path.is_file():
+        what = "is not a file" if path.exists() else "is missing"
+        raise CheckpointError(f"{path} {what}: no saved policy here")
     try:
         agent.set_parameters(str(path), exact_match=True, device="cpu")
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no saved policy here") from None
     except (ValueError, RuntimeError, KeyError, OSError, EOFError, pickle.UnpicklingError,
-            zipfile.BadZipFile) as e:
+            zipfile.BadZipFile, zlib.error, TypeError, AttributeError, IndexError) as e:
+        detail = " ".join(str(e).split()) or type(e).__name__  # torch's errors span lines
         raise CheckpointError(f"{path}: not a policy this config can load (corrupt, or saved "
-                              f"for another env or network): {e}") from None
+                              f"for another env or network): {detail}") from None
+    for name, param in agent.policy.named_parameters():
+        if not bool(torch.isfinite(param).all()):
+            raise CheckpointError(f"{path}: the policy's {name!r} holds NaN or infinite "
+                                  "values; resume from an earlier checkpoint (write its name "
+                                  "into checkpoints/LATEST)")
 
 
 def load_trained_agent(cfg: Config, env: VecEnv, checkpoint: Path) -> BaseAlgorithm:
@@ -220,12 +387,39 @@ def save_obs_rms(env: VecEnv, path: Path) -> None:
 
 
 def load_obs_rms(env: VecEnv, path: Path) -> None:
+    """Restore the VecNormalize statistics saved by ``save_obs_rms`` (nothing to do where
+    ``env`` does not normalise). Checked first: statistics of the wrong shape, negative
+    variances or NaN would feed the policy garbage observations."""
+    import zlib
+
+    from rlhf.rundir import CheckpointError
+
     env = unwrap_vec_normalize(env)
     if env is None or not path.exists():
         return
-    with np.load(path, allow_pickle=False) as d:
-        env.obs_rms.mean, env.obs_rms.var = d["mean"], d["var"]
-        env.obs_rms.count = float(d["count"])
+    shape = tuple(env.obs_rms.mean.shape)
+    try:
+        with np.load(path, allow_pickle=False) as d:
+            mean, var, count = (np.asarray(d[k]) for k in ("mean", "var", "count"))
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as e:
+        raise CheckpointError(f"{path} is corrupt ({' '.join(str(e).split())}); resume from "
+                              "an earlier checkpoint (write its name into "
+                              "checkpoints/LATEST)") from None
+    problem = None
+    if mean.shape != shape or var.shape != shape or count.size != 1:
+        problem = (f"mean {mean.shape}, var {var.shape}, count {count.shape}; this env's "
+                   f"observations are {shape}")
+    elif not all(np.issubdtype(a.dtype, np.number) for a in (mean, var, count)):
+        problem = "non-numeric statistics"
+    elif not (np.isfinite(mean).all() and np.isfinite(var).all() and np.isfinite(count).all()):
+        problem = "NaN or infinite statistics"
+    elif (var < 0).any() or float(count) < 0:
+        problem = "negative variances or count"
+    if problem:
+        raise CheckpointError(f"{path} is corrupt or from another env ({problem}); resume from "
+                              "an earlier checkpoint (write its name into checkpoints/LATEST)")
+    env.obs_rms.mean, env.obs_rms.var = mean.astype(np.float64), var.astype(np.float64)
+    env.obs_rms.count = float(count)
 
 
 EVAL_SEED_OFFSET = 20_000

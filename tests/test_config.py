@@ -21,9 +21,9 @@ def test_defaults_yaml_and_overrides_layer(tmp_path):
 @pytest.mark.parametrize("override, message", [
     (["reward.ensembel=3"], "reward.ensembel: unknown key (did you mean 'ensemble'?)"),
     (["reward.ensemble=three"], "reward.ensemble: expected an integer, got 'three'"),
-    (["reward.ensemble=0"], "reward.ensemble: must be >= 1, got 0"),
-    (["loop.total_labels=-5"], "loop.total_labels: must be > 0, got -5"),
-    (["loop.total_timesteps=0"], "loop.total_timesteps: must be > 0"),
+    (["reward.ensemble=0"], "reward.ensemble: must be >= 1 and <= 64"),
+    (["loop.total_labels=-5"], "loop.total_labels: must be >= 1 and <= 1_000_000"),
+    (["loop.total_timesteps=0"], "loop.total_timesteps: must be >= 1"),
     (["query.strategy=best"], "query.strategy: 'best' is not one of"),
     (["teacher.mistake=1.5"], "teacher.mistake: must be in [0, 1]"),
     (["reward.hidden=64"], "reward.hidden: expected a list"),
