@@ -12,17 +12,22 @@ beside it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
+import os
 import sqlite3
 import time
-from collections.abc import Sequence
+import zipfile
+import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Concatenate, Literal, ParamSpec, TypeVar
 
 import numpy as np
 
 from rlhf.clips import Clip
+from rlhf.io import free_bytes, read_only_fs, warn_once
 
 SCHEMA_VERSION = 1
 Choice = Literal["a", "b", "equal", "skip"]
@@ -68,6 +73,99 @@ class StoreError(RuntimeError):
     """The store cannot be opened or used as asked; the message says why and what to do."""
 
 
+# SQLite's primary result codes (an error's extended code & 0xFF).
+SQLITE_ERROR, SQLITE_BUSY, SQLITE_LOCKED, SQLITE_READONLY, SQLITE_IOERR = 1, 5, 6, 8, 10
+SQLITE_CORRUPT, SQLITE_FULL, SQLITE_CANTOPEN, SQLITE_NOTADB = 11, 13, 14, 26
+SQLITE_READONLY_DBMOVED = 1032
+
+
+def diagnose(path: Path, e: sqlite3.Error, doing: Literal["open", "read", "write"]) -> str:
+    """One line: what an SQLite error on the store at ``path`` means, and what to do.
+
+    Classified by SQLite's result code, not its wording ("database disk image is
+    malformed" is damage, not a disk problem), and, where SQLite cannot tell (it cannot
+    open a file), by the file system itself: free space, write permission, a read-only
+    mount. Only real damage is told to restore from a copy.
+    """
+    extended = getattr(e, "sqlite_errorcode", None) or 0
+    code = extended & 0xFF
+    detail = " ".join(str(e).split())
+    writing = doing == "write"
+    kept = ("nothing of this change was written, earlier labels are intact" if writing
+            else "the store is not damaged by it")
+    unreachable = code in (SQLITE_CANTOPEN, SQLITE_IOERR)
+    if code == SQLITE_FULL or (unreachable and _low_space(path)):
+        return f"{path}: the disk is full ({detail}); {kept}. Free some space and try again"
+    if extended == SQLITE_READONLY_DBMOVED:
+        return (f"{path} was moved, replaced or deleted while rlhf had it open ({detail}); "
+                f"{kept if writing else 'nothing was written'}. Put it back and try again")
+    if code == SQLITE_READONLY or (unreachable and not (_writable(path)
+                                                         and _writable(path.parent))):
+        if path.exists() and not os.access(path, os.R_OK):
+            return (f"{path} cannot be read (permission denied); make it readable "
+                    f"(chmod u+r {path}) and try again")
+        return _read_only(path)
+    if code in (SQLITE_CORRUPT, SQLITE_NOTADB):
+        what = "not an SQLite database" if code == SQLITE_NOTADB else "truncated or damaged"
+        return (f"{path} is corrupt ({detail}: {what}); restore it from a copy (or try: "
+                f"sqlite3 {path} .recover)")
+    if code in (SQLITE_BUSY, SQLITE_LOCKED):
+        return (f"{path} is locked by another process ({detail}); "
+                f"{kept if writing else 'nothing was changed'}. Try again when it is done")
+    if code == SQLITE_IOERR:
+        return (f"{path}: the disk reported an I/O error ({detail}); check the disk (dmesg) "
+                "before you delete or restore anything, then try again")
+    if code == SQLITE_CANTOPEN:
+        return (f"{path}: cannot open the store ({detail}); check that it is a file you may "
+                "read and write")
+    if code == SQLITE_ERROR and "no such" in detail:
+        return (f"{path} is not a complete rlhf store ({detail}): it is corrupt or was "
+                "changed outside rlhf; restore it from a copy")
+    if writing:
+        return f"{path}: could not save to the store ({detail}); {kept}"
+    return f"{path}: {'cannot open the store' if doing == 'open' else 'the store failed'} " \
+           f"({detail})"
+
+
+def _writable(path: Path) -> bool:
+    """Whether this process may write ``path`` (an existing one): False on a read-only
+    mount too, even for root."""
+    return os.access(path, os.W_OK) and not read_only_fs(path)
+
+
+def _low_space(path: Path) -> bool:
+    free = free_bytes(path)
+    return free is not None and free < 1 << 20
+
+
+def _read_only(path: Path) -> str:
+    if read_only_fs(path):
+        return (f"{path} is read-only (a read-only file system): the store cannot take new "
+                "labels; remount it read-write or copy the run to a writable disk")
+    return (f"{path} is read-only: the store cannot take new labels; make it writable "
+            f"(chmod u+w {path.parent} {path}) or copy the run")
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _guarded(method: Callable[Concatenate[Store, _P], _R]) -> Callable[Concatenate[Store, _P], _R]:
+    """An SQLite error in a store method (damage found on a query, a failing disk) becomes
+    a one-line StoreError, as it would at the open; a misuse of sqlite3 stays a bug."""
+
+    @functools.wraps(method)
+    def wrapper(self: Store, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.DatabaseError as e:
+            if isinstance(e, sqlite3.ProgrammingError):
+                raise
+            raise StoreError(diagnose(self.path, e, "read")) from None
+
+    return wrapper
+
+
 @dataclass(frozen=True)
 class Query:
     """A pair of stored clips to be compared."""
@@ -101,24 +199,72 @@ def decode_arrays(blob: bytes) -> dict[str, np.ndarray]:
 
 
 class Store:
-    """One SQLite database per run. Open one Store per process (and per thread)."""
+    """One SQLite database per run. Open one Store per process (and per thread).
 
-    def __init__(self, path: str | Path, create: bool = False, timeout: float = 30.0):
+    ``readonly``: for readers (``rlhf status``, a screenshot): never writes, and opens a run
+    whose directory or file cannot be written. SQLite's WAL mode needs a ``-shm`` file
+    beside the store; where the directory is not writable and there is none, the store is
+    opened as immutable (a snapshot: nobody can be writing to it there anyway).
+
+    Every SQLite error becomes a one-line StoreError that says what is wrong (a full disk,
+    a read-only file, a damaged file) and what to do.
+    """
+
+    def __init__(self, path: str | Path, create: bool = False, timeout: float = 30.0,
+                 readonly: bool = False):
         self.path = Path(path)
+        self.readonly = readonly
+        if create and readonly:
+            raise ValueError("a read-only Store cannot create the store")
         if not create and not self.path.exists():
             raise StoreError(f"{self.path}: no store here (is this a run directory?)")
+        wal = self.path.with_name(self.path.name + "-wal")
+        if not create and self.path.is_file() and self.path.stat().st_size == 0 and not (
+                wal.is_file() and wal.stat().st_size > 0):  # a WAL may hold what was committed
+            raise StoreError(f"{self.path} is empty (0 bytes): it holds no labels (a trainer "
+                             "stopped before creating it, or the file was truncated); restore "
+                             "it from a copy if this run had labels")
+        if not readonly and self.path.exists() and not _writable(self.path):
+            # A writer fails now, not at its first label (a person's answer would be lost).
+            raise StoreError(_read_only(self.path))
         try:
-            self.db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=FULL")
+            if readonly:
+                self.db = self._connect_readonly(timeout)
+            else:
+                self.db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
+        except sqlite3.Error as e:
+            raise StoreError(diagnose(self.path, e, "open")) from None
+        try:
+            if not readonly:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA synchronous=FULL")
             self.db.execute("PRAGMA foreign_keys=ON")
             self._check_or_create(create)
-        except sqlite3.DatabaseError as e:
-            if "disk" in str(e):  # 'disk I/O error', 'database or disk is full'
-                raise StoreError(f"{self.path}: cannot open the store: {e} (is the disk full?); "
-                                 "its contents are intact") from None
-            raise StoreError(f"{self.path}: not a readable rlhf store ({e}); "
-                             "it may be corrupt: restore it from a copy") from None
+        except (sqlite3.Error, StoreError) as e:
+            self.db.close()  # a refused store is not left open
+            if isinstance(e, StoreError):
+                raise
+            raise StoreError(diagnose(self.path, e, "open")) from None
+
+    def _connect_readonly(self, timeout: float) -> sqlite3.Connection:
+        uri = self.path.absolute().as_uri()
+        db = sqlite3.connect(f"{uri}?mode=ro", timeout=timeout, isolation_level=None, uri=True)
+        try:
+            db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+            return db
+        except sqlite3.OperationalError as e:
+            db.close()
+            if e.sqlite_errorcode & 0xFF != SQLITE_CANTOPEN or _writable(self.path.parent):
+                raise
+        # No -shm file and no way to make one: nobody can write here, so a snapshot is exact,
+        # except for changes a killed writer left in the -wal file, which SQLite can only
+        # read by writing beside it.
+        wal = self.path.with_name(self.path.name + "-wal")
+        if wal.is_file() and wal.stat().st_size > 0:
+            warn_once(f"{wal} holds changes that cannot be read while {self.path.parent} is "
+                      "read-only: what is shown may miss the latest labels (they are not lost)")
+        return sqlite3.connect(f"{uri}?mode=ro&immutable=1", timeout=timeout,
+                               isolation_level=None, uri=True)
 
     def _check_or_create(self, create: bool) -> None:
         rows = self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")
@@ -158,6 +304,7 @@ class Store:
 
     # -- clips ---------------------------------------------------------------------------
 
+    @_guarded
     def add_clips(self, clips: list[Clip]) -> list[Clip]:
         """Store clips in one transaction; returns them with their ids set."""
         out = []
@@ -174,6 +321,7 @@ class Store:
                 out.append(clip.with_id(cur.lastrowid))
         return out
 
+    @_guarded
     def get_clips(self, ids: list[int]) -> list[Clip]:
         """Clips by id, in the order asked."""
         if not ids:
@@ -185,8 +333,13 @@ class Store:
             marks = ",".join("?" * len(chunk))
             for cid, env_step, blob in self.db.execute(
                     f"SELECT id, env_step, data FROM clips WHERE id IN ({marks})", chunk):
-                arrays = decode_arrays(blob)
-                found[cid] = Clip(env_step=env_step, id=cid, **arrays)
+                try:
+                    found[cid] = Clip(env_step=env_step, id=cid, **decode_arrays(blob))
+                except (ValueError, TypeError, KeyError, OSError, EOFError, zlib.error,
+                        zipfile.BadZipFile) as e:  # SQLite's pages are fine, the blob is not
+                    raise StoreError(f"{self.path}: the data of clip {cid} is damaged "
+                                     f"({' '.join(str(e).split())}): the store is corrupt; "
+                                     "restore it from a copy") from None
         missing = [i for i in unique if i not in found]
         if missing:
             raise StoreError(f"{self.path}: no clip with id {missing[0]}")
@@ -194,6 +347,7 @@ class Store:
 
     # -- queries -------------------------------------------------------------------------
 
+    @_guarded
     def add_queries(self, pairs: list[tuple[int, int]], iteration: int) -> list[Query]:
         now = time.time()
         out = []
@@ -205,6 +359,7 @@ class Store:
                 out.append(Query(cur.lastrowid, int(a), int(b), iteration))
         return out
 
+    @_guarded
     def get_query(self, query_id: int) -> Query:
         row = self.db.execute("SELECT id, clip_a, clip_b, iteration FROM queries WHERE id=?",
                               (query_id,)).fetchone()
@@ -212,6 +367,7 @@ class Store:
             raise StoreError(f"no query with id {query_id} in {self.path}")
         return Query(*row)
 
+    @_guarded
     def asked_pairs(self, clip_ids: list[int]) -> list[tuple[int, int]]:
         """(clip_a, clip_b) of every query among ``clip_ids``."""
         if len(clip_ids) < 2:
@@ -230,6 +386,7 @@ class Store:
                         AND NOT EXISTS (SELECT 1 FROM labels r2 WHERE r2.retracts = l2.id))
     """
 
+    @_guarded
     def pending_queries(self, limit: int | None = None) -> list[Query]:
         """Queries without a standing label, oldest first."""
         sql = ("SELECT q.id, q.clip_a, q.clip_b, q.iteration FROM queries q WHERE NOT EXISTS "
@@ -240,6 +397,7 @@ class Store:
 
     # -- labels --------------------------------------------------------------------------
 
+    @_guarded
     def add_label(self, query_id: int, choice: str, teacher: str,
                   shown_swapped: bool | None = None, response_time: float | None = None) -> int:
         """Append one label, committed before this returns. Returns the label's id."""
@@ -255,6 +413,7 @@ class Store:
                  None if shown_swapped is None else int(shown_swapped), response_time))
             return cur.lastrowid
 
+    @_guarded
     def retract(self, label_id: int, teacher: str) -> int:
         """Take a label back (undo) by appending a retraction; nothing is deleted."""
         with self.transaction():
@@ -267,6 +426,7 @@ class Store:
                 "VALUES (?, 'retract', ?, ?, ?)", (row[0], teacher, time.time(), label_id))
             return cur.lastrowid
 
+    @_guarded
     def labels(self) -> list[Label]:
         """The standing label of every labelled query (latest, not retracted), by label id."""
         rows = self.db.execute(
@@ -275,6 +435,7 @@ class Store:
         return [Label(r[0], r[1], r[2], r[3], r[4], None if r[5] is None else bool(r[5]), r[6])
                 for r in rows]
 
+    @_guarded
     def preferences(self) -> tuple[np.ndarray, np.ndarray]:
         """Trainable labels: pairs (N, 2) of clip ids and targets mu (N,) = P(clip_a better).
 
@@ -288,6 +449,7 @@ class Store:
         mu = np.array([MU[c] for _, _, c in rows], dtype=np.float32)
         return pairs, mu
 
+    @_guarded
     def counts(self) -> dict[str, int]:
         one = lambda sql: int(self.db.execute(sql).fetchone()[0])  # noqa: E731
         labelled = one(f"SELECT COUNT(*) FROM ({self._EFFECTIVE})")
@@ -312,6 +474,7 @@ class Store:
                   AND l.choice != 'retract'
                   AND NOT EXISTS (SELECT 1 FROM labels r WHERE r.retracts = l.id))"""
 
+    @_guarded
     def claim_next_query(self, viewer: str, lease: float,
                          exclude: Sequence[int] = ()) -> Query | None:
         """Claim the oldest pending query that no other viewer holds, for ``lease`` seconds.
@@ -335,12 +498,14 @@ class Store:
                             (viewer, now + lease, row[0]))
         return Query(*row)
 
+    @_guarded
     def renew_claims(self, viewer: str, lease: float) -> None:
         """Extend every claim ``viewer`` holds to ``lease`` seconds from now (a heartbeat)."""
         with self.transaction():
             self.db.execute("UPDATE queries SET claimed_until=? WHERE claimed_by=?",
                             (time.time() + lease, viewer))
 
+    @_guarded
     def release_claims(self, viewer: str, query_ids: Sequence[int] | None = None) -> None:
         """Give back ``viewer``'s claims (all of them, or those on ``query_ids``)."""
         sql = "UPDATE queries SET claimed_by=NULL, claimed_until=NULL WHERE claimed_by=?"
@@ -354,6 +519,7 @@ class Store:
         with self.transaction():
             self.db.execute(sql, args)
 
+    @_guarded
     def claim_holders(self) -> dict[str, float]:
         """Viewers holding live claims on pending queries -> their latest claimed_until."""
         rows = self.db.execute(
@@ -362,6 +528,7 @@ class Store:
             (time.time(),))
         return {r[0]: float(r[1]) for r in rows}
 
+    @_guarded
     def add_viewer_label(self, query_id: int, choice: str, teacher: str,
                          shown_swapped: bool | None = None,
                          response_time: float | None = None) -> int | None:
@@ -390,6 +557,7 @@ class Store:
                             "WHERE id=?", (query_id,))
             return cur.lastrowid
 
+    @_guarded
     def undo_label(self, label_id: int, teacher: str, viewer: str, lease: float) -> Query:
         """Retract a label (appending, deleting nothing) and claim its query for ``viewer``,
         in one transaction, so no other viewer can take the query in between."""
@@ -422,7 +590,7 @@ class _Transaction:
         try:
             self.db.execute("BEGIN IMMEDIATE")
         except sqlite3.DatabaseError as e:
-            raise StoreError(f"{self.path}: cannot write to the store: {e}") from None
+            raise StoreError(diagnose(self.path, e, "write")) from None
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         try:
@@ -430,8 +598,7 @@ class _Transaction:
         except sqlite3.DatabaseError as e:
             with contextlib.suppress(sqlite3.DatabaseError):
                 self.db.execute("ROLLBACK")
-            raise StoreError(f"{self.path}: could not save to the store ({e}); nothing of "
-                             "this change was written, earlier labels are intact") from None
-        if isinstance(exc, sqlite3.DatabaseError):
-            raise StoreError(f"{self.path}: could not save to the store ({exc}); nothing of "
-                             "this change was written, earlier labels are intact") from None
+            raise StoreError(diagnose(self.path, e, "write")) from None
+        if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc,
+                                                                     sqlite3.ProgrammingError):
+            raise StoreError(diagnose(self.path, exc, "write")) from None

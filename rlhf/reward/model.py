@@ -218,39 +218,87 @@ class RewardModel(nn.Module):
         atomic_write_text(directory / CONFIG, json.dumps(self.config(), indent=2))
 
     def load_weights(self, directory: str | Path) -> None:
-        """Load weights and buffers saved by ``save`` into this (same-shaped) model."""
+        """Load weights and buffers saved by ``save`` into this (same-shaped) model.
+
+        Every entry is checked before any is used: names, dtypes and shapes must be this
+        model's exactly (``load_state_dict`` would cast a float16 or int tensor silently),
+        and the values finite (NaN weights would give the agent NaN rewards).
+        """
         directory = Path(directory)
+        weights = directory / WEIGHTS
+        way_out = ("restore it from a copy, or resume from an earlier checkpoint (write its name "
+                   "into checkpoints/LATEST)")
         try:
-            saved = json.loads((directory / CONFIG).read_text())
+            saved = json.loads((directory / CONFIG).read_bytes().decode("utf-8"))
+            if not isinstance(saved, dict):
+                raise ValueError(f"a JSON {type(saved).__name__}, not an object")
             if saved.get("members") != self.members or saved.get("hidden") != self.hidden:
                 raise ValueError(f"saved ensemble {saved.get('members')}x{saved.get('hidden')} "
                                  f"does not match the config's {self.members}x{self.hidden}")
-            state = load_file(str(directory / WEIGHTS), device=str(self.device))
-            self.load_state_dict(state)
+        except FileNotFoundError as e:
+            raise RewardModelError(f"{directory}: no reward model here ({e.filename} missing)") \
+                from None
+        except (ValueError, OSError) as e:
+            raise RewardModelError(f"{directory / CONFIG} is corrupt or does not fit this run "
+                                   f"({_one_line(e)}); {way_out}") from None
+        try:
+            state = load_file(str(weights), device=str(self.device))
         except FileNotFoundError as e:
             raise RewardModelError(f"{directory}: no reward model here ({e.filename} missing)") \
                 from None
         except (KeyError, TypeError, ValueError, RuntimeError, OSError, SafetensorError) as e:
-            raise RewardModelError(f"{directory}: reward model files are corrupt or do not "
-                                   f"fit this run: {e}") from None
+            raise RewardModelError(f"{weights} is corrupt ({_one_line(e)}); {way_out}") from None
+        problem = _state_problem(self.state_dict(), state)
+        if problem:
+            raise RewardModelError(f"{weights} is corrupt or does not fit this run ({problem}); "
+                                   f"{way_out}")
+        self.load_state_dict(state)
 
     @classmethod
     def load(cls, directory: str | Path, device: str | torch.device = "cpu") -> RewardModel:
         """Load from safetensors + JSON; nothing in the files is executed."""
         directory = Path(directory)
         try:
-            cfg = json.loads((directory / CONFIG).read_text())
+            cfg = json.loads((directory / CONFIG).read_bytes().decode("utf-8"))
             spec = FeatureSpec(**{k: tuple(v) if isinstance(v, list) else v
                                   for k, v in cfg["spec"].items()})
             model = cls(spec, cfg["members"], cfg["hidden"], cfg["seed"], cfg["clip_reward"])
         except FileNotFoundError as e:
             raise RewardModelError(f"{directory}: no reward model here ({e.filename} missing)") \
                 from None
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError, OSError) as e:
+            # A wrongly typed field (a negative width, a string) fails in torch, not here.
             raise RewardModelError(f"{directory}/{CONFIG} is corrupt or from an incompatible "
-                                   f"version: {e}") from None
+                                   f"version: {_one_line(e)}") from None
         model.load_weights(directory)
         return model.to(device)
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())  # torch's load errors span lines
+
+
+def _state_problem(expected: dict[str, torch.Tensor],
+                   saved: dict[str, torch.Tensor]) -> str | None:
+    """What in saved reward-model tensors does not match ``expected`` exactly, or None."""
+    missing = sorted(set(expected) - set(saved))
+    extra = sorted(set(saved) - set(expected))
+    if missing:
+        return f"no {missing[0]!r} entry" + (f" (and {len(missing) - 1} more)" * (len(missing) > 1))
+    if extra:
+        return f"an unexpected entry {extra[0]!r}"
+    for key, want in expected.items():
+        got = saved[key]
+        if got.dtype != want.dtype or got.shape != want.shape:
+            return (f"{key!r} is {_describe(got)}, expected {_describe(want)}")
+        if got.is_floating_point() and not bool(torch.isfinite(got).all()):
+            return (f"{key!r} holds NaN or infinite values: this model would give the agent "
+                    "NaN rewards")
+    return None
+
+
+def _describe(t: torch.Tensor) -> str:
+    return f"{str(t.dtype).removeprefix('torch.')} {tuple(t.shape)}"
 
 
 def make_network(spec: FeatureSpec, members: int, hidden: list[int],
