@@ -22,6 +22,7 @@ from pathlib import Path
 
 from rlhf.config import ConfigError, load_config
 from rlhf.io import SaveError
+from rlhf.lock import RunLocked
 from rlhf.render import RenderError
 from rlhf.reward.model import RewardModelError
 from rlhf.rundir import Interrupted, RunDir, RunDirError
@@ -30,7 +31,7 @@ from rlhf.video import VideoError
 from rlhf.viewer import ViewerError
 
 USER_ERRORS = (ConfigError, RunDirError, StoreError, RewardModelError, SaveError, RenderError,
-               ViewerError, VideoError)
+               ViewerError, VideoError, RunLocked)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -86,10 +87,12 @@ def cmd_label(args: argparse.Namespace) -> int:
     if args.speed is not None:
         overrides.append(f"viewer.speed={args.speed}")
     if args.screenshot:
-        found = screenshot(args.run_dir, args.screenshot, overrides)
+        found = screenshot(args.run_dir, args.screenshot, overrides, force=args.force)
         print(f"rlhf: saved {args.screenshot}"
               + ("" if found else " (no pending pair: it shows the waiting screen)"))
         return 0
+    if args.force:
+        raise ConfigError("--force goes with --screenshot OUT (to replace an existing image)")
     if args.wait:
         wait_for_run(args.run_dir)
     log = print if args.verbose else None
@@ -101,7 +104,7 @@ def cmd_label(args: argparse.Namespace) -> int:
 def run_status(run_dir: str | Path) -> dict:
     """Live counts from the store plus the trainer's last progress report."""
     run = RunDir.open(run_dir)
-    with Store(run.store) as store:
+    with Store(run.store, readonly=True) as store:  # a reader: a read-only run works too
         counts = store.counts()
     status = {**run.read_status(), **counts, "run_dir": str(run.path)}
     latest = run.latest_checkpoint()
@@ -147,7 +150,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.video is not None:
         from rlhf.video import VideoRecorder, check_video_path
 
-        check_video_path(args.video, force=args.force)  # a bad path: refused before any work
+        # A bad path is refused before any work; nothing of the run is ever written over.
+        check_video_path(args.video, force=args.force, protected=[run.path])
     env = eval_env(cfg, obs_rms_path=latest / "obs_rms.npz", seed=EVAL_SEED_OFFSET)
     recorder = recording = None
     try:
@@ -199,10 +203,13 @@ def cmd_check_env(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
+    from rlhf.outputs import check_output_path
     from rlhf.plot import plot_curves, run_curve
 
     if args.name and len(args.name) != len(args.run_dirs):
         raise ConfigError(f"--name: {len(args.name)} names for {len(args.run_dirs)} runs")
+    out = check_output_path(args.out, (".png",), "plot", force=args.force,
+                            protected=args.run_dirs)
     curves = []
     for i, run_dir in enumerate(args.run_dirs):
         run = RunDir.open(run_dir)  # a clear error for a path that is not a run
@@ -210,9 +217,6 @@ def cmd_plot(args: argparse.Namespace) -> int:
         if not len(curve.x):
             print(f"rlhf: note: {run_dir} has no evaluation yet", file=sys.stderr)
         curves.append(curve)
-    out = Path(args.out)
-    if out.suffix.lower() != ".png":
-        raise ConfigError(f"--out: {out} is not a .png path")
     plot_curves(curves, out, args.x, title="true return against " + args.x)
     print(f"rlhf: saved {out} ({len(curves)} runs; runs sharing a --name are drawn as their "
           "median and min-max band)")
@@ -255,6 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("overrides", nargs="*", help="key.path=value, e.g. viewer.width=1600")
     lb.add_argument("--screenshot", metavar="PNG",
                     help="draw the first pending pair and the HUD to a PNG and exit")
+    lb.add_argument("--force", action="store_true",
+                    help="with --screenshot: replace an existing image file")
     lb.add_argument("--name", default="human", help="teacher name stored with each label")
     lb.add_argument("--speed", type=float, help="initial playback speed (default 1)")
     lb.add_argument("--seed", type=int, help="seed of the left/right assignment")
@@ -308,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--name", nargs="+",
                     help="a legend name per run; runs with the same name (seeds) are drawn "
                          "as their median with a min-max band")
+    pl.add_argument("--force", action="store_true", help="replace an existing --out file")
     pl.set_defaults(fn=cmd_plot)
     return p
 

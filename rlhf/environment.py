@@ -396,7 +396,8 @@ def env_factory(cfg: EnvConfig, record_state: bool = True,
 
 
 class FiniteCheck(gym.Wrapper):
-    """Raises ``EnvError`` at the first NaN or infinite observation or reward.
+    """Raises ``EnvError`` at the first NaN or infinite observation or reward, and for any
+    exception the env's own ``reset`` or ``step`` raises (with the step where it happened).
 
     A NaN that reached the reward model would poison its weights for good and the agent's
     next update would fail somewhere deep inside torch; here it is reported with the step
@@ -409,7 +410,12 @@ class FiniteCheck(gym.Wrapper):
         self._steps = 0
 
     def reset(self, **kwargs: Any):
-        obs, info = self.env.reset(**kwargs)
+        try:
+            obs, info = self.env.reset(**kwargs)
+        except EnvError:
+            raise
+        except Exception as e:  # the user's code: one line naming the env, not a traceback
+            raise EnvError(f"{self.env_id}: reset() raised {describe_exception(e)}") from e
         self._steps = 0
         if (bad := nonfinite(obs)) is not None:
             raise EnvError(f"{self.env_id}: reset() returned a non-finite observation "
@@ -417,7 +423,13 @@ class FiniteCheck(gym.Wrapper):
         return obs, info
 
     def step(self, action: Any):
-        obs, reward, terminated, truncated, info = self.env.step(action)
+        try:
+            obs, reward, terminated, truncated, info = self.env.step(action)
+        except EnvError:
+            raise
+        except Exception as e:
+            raise EnvError(f"{self.env_id}: step {self._steps + 1} of an episode raised "
+                           f"{describe_exception(e)}") from e
         self._steps += 1
         if (bad := nonfinite(obs)) is not None:
             raise EnvError(f"{self.env_id}: step {self._steps} of an episode returned a "

@@ -41,6 +41,7 @@ from rlhf.agent import (
 from rlhf.checkenv import preflight
 from rlhf.clips import Clip
 from rlhf.config import Config, ConfigError
+from rlhf.environment import EnvError
 from rlhf.evaluate import reward_correlation, true_returns
 from rlhf.faults import failpoint
 from rlhf.io import saving
@@ -133,15 +134,20 @@ class Run:
                                 clip_reward=cfg.reward.clip_reward)
             self.trainer = RewardTrainer(model, cfg.reward, cfg.loop.clip_length,
                                          seed=cfg.seed)
-            self.dir = RunDir.open(cfg.run_dir) if resume else RunDir.create(cfg, force=force)
+            if resume:
+                self.dir = RunDir.open(cfg.run_dir)
+                self.lock = self.dir.lock()  # one trainer per run; the OS frees it on a crash
+            else:
+                self.dir, self.lock = RunDir.create(cfg, force=force)
         except BaseException:
             self.envs.close()
             raise
-        # One logger for the whole run (SB3 would make a new one, and drop what we
-        # recorded, at every learn() call): its own curves and ours under rlhf/.
-        with saving(self.dir.tensorboard):
-            self.agent.set_logger(configure_logger(str(self.dir.tensorboard), ["tensorboard"]))
-        self.store = Store(self.dir.store, create=True)  # a kill can precede its creation
+        try:
+            self._open_outputs(resume)
+        except BaseException:
+            self.lock.release()
+            self.envs.close()
+            raise
         # Every stored clip of this run, by id, without recorded frames: the reward model
         # and teachers never need them, and they would hold ~1 MB per clip for the whole run.
         self.clips: dict[int, Clip] = {}
@@ -153,6 +159,18 @@ class Run:
         self.last_fit: FitStats | None = None
         self.bar = tqdm(total=cfg.loop.total_timesteps, unit="step", disable=not progress,
                         dynamic_ncols=True)
+
+    def _open_outputs(self, resume: bool) -> None:
+        """The store and the TensorBoard logger, once this process holds the run's lock."""
+        if resume:
+            self.dir.check_store()  # a run with checkpoints never gets a new, empty store
+        # A kill can precede the store's creation (a new run, or a resume of one that died
+        # before its first checkpoint): then it is created here.
+        self.store = Store(self.dir.store, create=True)
+        # One logger for the whole run (SB3 would make a new one, and drop what we
+        # recorded, at every learn() call): its own curves and ours under rlhf/.
+        with saving(self.dir.tensorboard):
+            self.agent.set_logger(configure_logger(str(self.dir.tensorboard), ["tensorboard"]))
 
     # -- the stages ----------------------------------------------------------------------
 
@@ -375,11 +393,34 @@ class Run:
         self.bar.set_postfix(labels=counts["labels"], ret=f"{row['eval_return']:.1f}")
         return row
 
+    def save_interrupted(self, done: int, rollout_size: int) -> bool:
+        """Checkpoint a run stopped mid-iteration (Ctrl-C, SIGTERM, a failing env) as after
+        iteration ``done``; False when there was nothing to save yet (``done`` < 0)."""
+        if done < 0:
+            return False
+        # A rollout cut short never reached the policy: count only whole ones, so the
+        # resumed run still ends exactly on its timestep budget.
+        self.agent.num_timesteps -= self.agent.num_timesteps % rollout_size
+        self.checkpoint(done)
+        return True
+
+    def adopt_config(self) -> None:
+        """A resume's overrides go into config.yaml only once the run has restored with
+        them: an override that fails (a device this machine lacks) leaves the file as it
+        was, and the next resume works."""
+        from rlhf.config import save_config
+
+        on_disk = self.dir.load_config()
+        on_disk.run_dir = self.cfg.run_dir
+        if on_disk != self.cfg:
+            save_config(self.cfg, self.dir.config)
+
     def close(self) -> None:
         self.bar.close()
         self.agent.logger.close()
         self.envs.close()
         self.store.close()
+        self.lock.release()
 
 
 def run(cfg: Config, *, teacher: Teacher | None = None, strategy: QueryStrategy | None = None,
@@ -410,6 +451,8 @@ def run(cfg: Config, *, teacher: Teacher | None = None, strategy: QueryStrategy 
     previous_sigterm = _sigterm_raises_interrupt()
     try:
         start = r.restore() if resume else 0
+        if resume:
+            r.adopt_config()
         done = start - 1
         if start == 0:
             t0 = time.perf_counter()
@@ -449,12 +492,15 @@ def run(cfg: Config, *, teacher: Teacher | None = None, strategy: QueryStrategy 
     except KeyboardInterrupt:
         # Ctrl-C or SIGTERM: keep what the agent learned since the last iteration; labels
         # are already in the store. Resume continues the interrupted iteration.
-        if done >= 0:
-            # A rollout cut short never reached the policy: count only whole ones, so the
-            # resumed run still ends exactly on its timestep budget.
-            r.agent.num_timesteps -= r.agent.num_timesteps % rollout_size
-            r.checkpoint(done)
-        raise Interrupted(r.dir.path, checkpointed=done >= 0) from None
+        raise Interrupted(r.dir.path, checkpointed=r.save_interrupted(done, rollout_size)) \
+            from None
+    except EnvError as e:
+        # The user's env failed mid-run (an exception in its step, a NaN): saved as on
+        # SIGTERM, so once the env is fixed the run resumes where it stopped.
+        saved = r.save_interrupted(done, rollout_size)
+        raise EnvError(f"{e}; {'checkpoint' if saved else 'labels so far'} saved at "
+                       f"{int(r.agent.num_timesteps)} timesteps. Fix the env, then resume "
+                       f"with: rlhf train --resume {r.dir.path}") from None
     finally:
         with contextlib.suppress(ValueError):  # ValueError: not the main thread
             signal.signal(signal.SIGTERM, previous_sigterm)
@@ -471,10 +517,10 @@ RESUME_OVERRIDABLE = ("eval.", "viewer.", "teacher.asynchronous", "teacher.min_n
 def resume_config(run_dir: str | Path, overrides: list[str] | None = None) -> Config:
     """The config a run was started with (from its directory), for ``run(resume=True)``.
 
-    Overrides may change only ``RESUME_OVERRIDABLE`` keys; they are written back into the
-    run's config.yaml, so a second resume sees them too.
+    Overrides may change only ``RESUME_OVERRIDABLE`` keys; once the run has restored with
+    them, ``run`` writes them into config.yaml, so a second resume sees them too.
     """
-    from rlhf.config import load_config, save_config
+    from rlhf.config import load_config
 
     run = RunDir.open(run_dir)
     for item in overrides or []:
@@ -483,10 +529,8 @@ def resume_config(run_dir: str | Path, overrides: list[str] | None = None) -> Co
             raise ConfigError(f"{key}: cannot be changed when resuming (the run's clips, "
                               "labels and checkpoints depend on it); start a new run with "
                               "rlhf train CONFIG instead")
-    cfg = load_config(run.config, overrides)
+    cfg = run.load_config() if not overrides else load_config(run.config, overrides)
     cfg.run_dir = str(run_dir)
-    if overrides:
-        save_config(cfg, run.config)
     return cfg
 
 

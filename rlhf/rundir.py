@@ -20,19 +20,31 @@
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import math
+import os
+import re
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rlhf.config import Config, ConfigError, save_config
-from rlhf.io import atomic_write_text
+from rlhf.io import atomic_write_text, saving
+from rlhf.lock import LOCK_NAME, TrainerLock
 
 LATEST = "LATEST"
+RUN_FILES = frozenset({"config.yaml", "store.sqlite", "store.sqlite-wal", "store.sqlite-shm",
+                       "store.sqlite-journal", "status.json", "metrics.csv", "checkpoints",
+                       "tb", LOCK_NAME})
+"""Everything rlhf writes in a run directory (``--force`` touches nothing else)."""
+_CHECKPOINT_ENTRY = re.compile(r"LATEST|it-\d{5}-\d{10}|\.(tmp|old)-[0-9a-f]{8}|"
+                               r"\.LATEST\..*\.tmp")
+_TB_ENTRY = re.compile(r"events\.out\.tfevents\..+")
 
 
 class RunDirError(RuntimeError):
@@ -77,14 +89,47 @@ class RunDir:
         return self.path / "checkpoints"
 
     def latest_checkpoint(self) -> Path | None:
-        """The newest complete checkpoint directory (``checkpoints/LATEST``), or None."""
+        """The newest complete checkpoint directory (``checkpoints/LATEST``), or None.
+
+        LATEST must name a directory inside ``checkpoints/``: a damaged pointer, or one that
+        leads out of it (``..``, an absolute path, a symlink), is a CheckpointError naming
+        it, and is never followed.
+        """
         pointer = self.checkpoints / LATEST
-        if not pointer.exists():
+        if not pointer.exists() and not pointer.is_symlink():
             return None
-        path = self.checkpoints / pointer.read_text().strip()
+        root = self.checkpoints.resolve()
+
+        def refuse(problem: str) -> CheckpointError:
+            # The way out that loses nothing: point LATEST at a complete checkpoint.
+            complete = sorted(p.name for p in self.checkpoints.glob("it-*") if not
+                              p.is_symlink() and (p / "state.json").is_file())
+            fix = (f"write the newest complete checkpoint's name, {complete[-1]}, into it"
+                   if complete else "no complete checkpoint is left to point it at")
+            return CheckpointError(f"{pointer} {problem}; {fix}")
+
+        if pointer.resolve().parent != root:
+            raise refuse(f"is a link to {pointer.resolve()}, outside {self.checkpoints}; "
+                         "refused")
+        try:
+            name = pointer.read_bytes().decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise refuse("is damaged (binary bytes, not a checkpoint's name)") from None
+        except OSError as e:
+            raise refuse(f"cannot be read ({e.strerror or e})") from None
+        if not name:
+            raise refuse("is empty (it should name a checkpoint directory)")
+        if any(c in name for c in "/\\") or name in (".", "..") or not name.isprintable() \
+                or len(name) > 255:
+            raise refuse(f"names {name[:80]!r}, which is not a directory in "
+                         f"{self.checkpoints}; refused")
+        path = self.checkpoints / name
+        if path.is_symlink() and not path.resolve().is_relative_to(root):
+            raise refuse(f"names {name}, a link to {path.resolve()} outside "
+                         f"{self.checkpoints}; refused")
         if not (path / "state.json").is_file():
-            raise CheckpointError(f"{pointer} names {path.name}, which is incomplete or "
-                                  "missing; the run directory was changed outside rlhf")
+            raise refuse(f"names {name}, which is incomplete or missing (the run directory "
+                         "was changed outside rlhf)")
         return path
 
     @property
@@ -92,26 +137,127 @@ class RunDir:
         return self.path / "tb"
 
     @classmethod
-    def create(cls, cfg: Config, force: bool = False) -> RunDir:
-        """Make a new run directory and write the resolved config into it.
+    def create(cls, cfg: Config, force: bool = False,
+               say: Callable[[str], None] = print) -> tuple[RunDir, TrainerLock]:
+        """Make a new run directory, take its trainer lock, write the resolved config.
 
-        Refuses an existing non-empty directory unless ``force``.
+        Refuses an existing non-empty directory unless ``force``; ``force`` replaces only a
+        directory that is provably an rlhf run (``replace_run``), never one a trainer holds.
         """
         path = Path(cfg.run_dir) if cfg.run_dir else cls.default_path(cfg)
-        if path.exists() and any(path.iterdir()) and not force:
-            raise RunDirError(f"{path}: run directory already exists; use --resume {path} to "
-                              "continue it, or --force to start over there")
-        if force and path.exists():  # start over: nothing of the old run may leak in
-            for name in ("store.sqlite", "store.sqlite-wal", "store.sqlite-shm", "status.json",
-                         "metrics.csv", "config.yaml"):
-                (path / name).unlink(missing_ok=True)
-            for name in ("checkpoints", "tb"):
-                shutil.rmtree(path / name, ignore_errors=True)
-        path.mkdir(parents=True, exist_ok=True)
+        if path.is_dir() and any(path.iterdir()):
+            if not force:
+                raise RunDirError(f"{path}: run directory already exists; use --resume {path} "
+                                  "to continue it, or --force to start over there")
+            cls(path).replace_run(say)
+        elif path.exists() or path.is_symlink():
+            raise RunDirError(f"{path}: exists and is not a directory; give another --run-dir")
+        with saving(path):
+            path.mkdir(parents=True, exist_ok=True)
         run = cls(path)
-        run.checkpoints.mkdir(exist_ok=True)
-        save_config(cfg, run.config)
-        return run
+        lock = run.lock()
+        try:
+            with saving(run.checkpoints):
+                run.checkpoints.mkdir(exist_ok=True)
+            save_config(cfg, run.config)
+        except BaseException:
+            lock.release()
+            raise
+        return run, lock
+
+    def lock(self) -> TrainerLock:
+        """The run's trainer lock (``rlhf.lock``); ``RunLocked`` names the holder's pid."""
+        try:
+            return TrainerLock.acquire(self.path)
+        except OSError as e:
+            if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise RunDirError(f"{self.path} is read-only: a trainer cannot continue it "
+                                  "(status, eval and label --screenshot still can); make it "
+                                  "writable, or copy the run and resume the copy") from None
+            with saving(self.path / LOCK_NAME):
+                raise
+
+    def replace_run(self, say: Callable[[str], None] = print) -> None:
+        """``rlhf train --force``: clear this run directory for a new run, or refuse.
+
+        Only a directory that is provably an rlhf run is touched: its config.yaml loads as
+        an rlhf config and it holds nothing but what rlhf writes (``RUN_FILES``). No trainer
+        may hold it. Labels a person gave are never deleted: such a run is moved aside whole
+        (``DIR.replaced-<time>``); a run whose labels all came from its simulated teacher
+        (which answers the same way again) is removed. Says what it removed or moved.
+        """
+        strangers = self._strangers()
+        if not self.config.is_file() or strangers:
+            what = f"holds {', '.join(strangers[:3])}" if strangers else "has no config.yaml"
+            raise RunDirError(f"{self.path}: not an rlhf run directory (it {what}); --force "
+                              "replaces only a run's own files: give another --run-dir")
+        try:
+            cfg = self.load_config()
+        except RunDirError:
+            raise RunDirError(f"{self.path}: not an rlhf run directory (its config.yaml is not "
+                              "an rlhf config); --force replaces only a run's own files: give "
+                              "another --run-dir") from None
+        with self.lock():  # a live trainer keeps its run
+            person = self._labels_by_a_person(cfg)
+            if person:
+                aside = self.path.with_name(
+                    f"{self.path.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+                with saving(aside):
+                    self.path.rename(aside)
+                say(f"rlhf: --force: moved the previous run ({person} labels given by a "
+                    f"person) to {aside}; delete it yourself once you no longer need them")
+                return
+            removed = [name for name in sorted(RUN_FILES) if (self.path / name).exists()
+                       and name != LOCK_NAME]
+            with saving(self.path):
+                for name in removed:
+                    target = self.path / name
+                    if target.is_dir() and not target.is_symlink():
+                        shutil.rmtree(target)
+                    else:
+                        target.unlink()
+        say(f"rlhf: --force: removed the previous run's {', '.join(removed)} from {self.path}")
+
+    def _strangers(self) -> list[str]:
+        """Entries rlhf would not have written: anything outside ``RUN_FILES``, in
+        ``checkpoints/`` anything but LATEST and checkpoint (or crash-leftover) directories,
+        in ``tb/`` anything but TensorBoard event files."""
+        found = [p.name for p in self.path.iterdir() if p.name not in RUN_FILES]
+        for sub, ours in ((self.checkpoints, _CHECKPOINT_ENTRY), (self.tensorboard, _TB_ENTRY)):
+            if sub.is_symlink() or (sub.exists() and not sub.is_dir()):
+                found.append(sub.name)
+            elif sub.is_dir():
+                found += [f"{sub.name}/{p.name}" for p in sub.iterdir()
+                          if not ours.fullmatch(p.name) or p.is_symlink()]
+        return sorted(found)
+
+    def _labels_by_a_person(self, cfg: Config) -> int:
+        """Standing labels in the store not given by the run's own simulated teacher."""
+        from rlhf.store import Store
+
+        if not self.store.exists():
+            return 0
+        simulated = None if cfg.teacher.kind == "human" else cfg.teacher.kind
+        with Store(self.store, readonly=True) as store:
+            return sum(1 for label in store.labels() if label.teacher != simulated)
+
+    def check_store(self) -> None:
+        """Before a trainer opens the store: a run with checkpoints must have it.
+
+        A missing, empty or dangling-symlink store.sqlite would otherwise be created anew,
+        empty, and the run could never resume its labels.
+        """
+        store = self.store
+        dangling = store.is_symlink() and not store.exists()
+        has_checkpoint = (self.checkpoints / LATEST).exists() or self.metrics.exists()
+        if dangling:
+            raise RunDirError(f"{store} is a symlink to {os.readlink(store)}, which does not "
+                              "exist; restore the store there (or the link), then resume")
+        if has_checkpoint and (not store.is_file() or store.stat().st_size == 0):
+            state = "empty" if store.is_file() else "missing"
+            raise RunDirError(f"{store} is {state}, but the run has checkpoints and metrics "
+                              "that depend on its labels; restore store.sqlite from a copy, or "
+                              "start a new run elsewhere")
 
     @staticmethod
     def default_path(cfg: Config) -> Path:
@@ -134,9 +280,46 @@ class RunDir:
             raise RunDirError(f"{self.config}: {e}") from None
 
     def read_status(self) -> dict[str, Any]:
-        if not self.status.exists():
+        """status.json (the trainer's last progress report), or {} when there is none yet.
+
+        It is derived data, rewritten whole at every iteration: a damaged file (or a field
+        of the wrong type) is reported once on stderr and left out, never a reason to stop
+        a run or a reader.
+        """
+        from rlhf.io import warn_once
+
+        later = "it only reports progress, and the trainer rewrites it at its next iteration"
+        try:
+            status = json.loads(self.status.read_bytes().decode("utf-8"))
+        except FileNotFoundError:
             return {}
-        return json.loads(self.status.read_text())
+        except OSError as e:
+            warn_once(f"{self.status}: cannot read it ({e.strerror or e}): ignored; {later}")
+            return {}
+        except ValueError as e:  # truncated or garbled JSON, or not UTF-8
+            problem = "not UTF-8" if isinstance(e, UnicodeDecodeError) else "invalid JSON"
+            warn_once(f"{self.status} is damaged ({problem}): ignored; {later}")
+            return {}
+        if not isinstance(status, dict):
+            warn_once(f"{self.status} is damaged (a JSON {type(status).__name__}, not an "
+                      f"object): ignored; {later}")
+            return {}
+        numbers = {"timesteps", "total_timesteps", "iteration", "latest_eval_return",
+                   "total_labels", "reward_model_val_accuracy", "reward_model_train_accuracy",
+                   "reward_corr", "waiting_for_labels", "clips", "queries", "labels", "skipped",
+                   "pending", "label_events"}
+
+        def ok(key: str, value: Any) -> bool:  # the type its readers format it as
+            if key in numbers:
+                return value is None or (isinstance(value, (int, float))
+                                         and not isinstance(value, bool))
+            return isinstance(value, bool) if key == "finished" else True
+
+        for key in [k for k, v in status.items() if not ok(k, v)]:
+            warn_once(f"{self.status}: field {key!r} is damaged ({status[key]!r:.40}): "
+                      f"ignored; {later}")
+            del status[key]
+        return status
 
     def write_status(self, status: dict[str, Any]) -> None:
         atomic_write_text(self.status, json.dumps(status, indent=2, default=float))
@@ -153,11 +336,50 @@ class RunDir:
         atomic_write_text(self.metrics, buf.getvalue())
 
     def read_metrics(self) -> list[dict[str, Any]]:
-        """metrics.csv rows, numbers parsed (an empty cell is NaN)."""
-        if not self.metrics.exists():
+        """metrics.csv rows, numbers parsed (an empty cell is NaN).
+
+        Derived data too (one row per finished iteration): damaged rows (ragged, binary
+        bytes, no iteration number) are left out with one warning on stderr, the rest kept.
+        """
+        from rlhf.io import warn_once
+
+        # Honest about the cost: a resumed run rewrites the file from what was read here.
+        dropped = "keep a copy if you need them: a resumed run rewrites the file without them"
+
+        def garbled(cells: list[str]) -> bool:  # NULs, or bytes that were not UTF-8
+            return any("\0" in c or "\ufffd" in c for c in cells)
+
+        try:
+            text = self.metrics.read_bytes().decode("utf-8", errors="replace")
+            table = list(csv.reader(io.StringIO(text, newline="")))
+        except FileNotFoundError:
             return []
-        with open(self.metrics, newline="") as f:
-            return [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        except (OSError, csv.Error) as e:
+            warn_once(f"{self.metrics}: cannot read it ({getattr(e, 'strerror', None) or e}): "
+                      f"its rows are ignored; {dropped}")
+            return []
+        if not table:
+            return []
+        header, rows, bad = table[0], list[dict[str, Any]](), list[int]()
+        if "iteration" not in header or len(set(header)) != len(header) or garbled(header):
+            warn_once(f"{self.metrics} is damaged (its header row is not metrics columns): "
+                      f"its rows are ignored; {dropped}")
+            return []
+        for number, cells in enumerate(table[1:], start=2):
+            if not cells:  # a blank line
+                continue
+            row = {} if len(cells) != len(header) or garbled(cells) else \
+                {k: _number(v) for k, v in zip(header, cells, strict=True)}
+            iteration = row.get("iteration")
+            if isinstance(iteration, int) and iteration >= 0:
+                rows.append(row)
+            else:
+                bad.append(number)
+        if bad:
+            warn_once(f"{self.metrics}: {len(bad)} damaged row{'s' * (len(bad) > 1)} (row "
+                      f"{', '.join(map(str, bad[:3]))}{', ...' * (len(bad) > 3)}: ragged, "
+                      f"binary or without an iteration number) left out; {dropped}")
+        return rows
 
 
 def _number(text: str) -> Any:
@@ -169,3 +391,4 @@ def _number(text: str) -> Any:
         except ValueError:
             pass
     return text
+

@@ -35,12 +35,14 @@ import math
 import os
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+
+from rlhf.outputs import check_output_path
 
 SUFFIXES = (".gif", ".mp4")
 DEFAULT_MAX_FPS = {".gif": 15.0, ".mp4": 30.0}
@@ -74,20 +76,15 @@ class Recording:
                 "width": self.width, "height": self.height, "every": self.every}
 
 
-def check_video_path(path: str | Path, force: bool = False) -> Path:
-    """``path`` if a video can be written there, else a ``VideoError`` saying why: a suffix
-    other than .gif/.mp4, an existing file without ``force``, an .mp4 without imageio-ffmpeg.
+def check_video_path(path: str | Path, force: bool = False,
+                     protected: Iterable[str | Path] = ()) -> Path:
+    """``path`` if a video can be written there, else an error saying why: the rules of
+    ``rlhf.outputs.check_output_path`` (a .gif/.mp4 suffix, no existing file without
+    ``force``, nothing inside a ``protected`` run directory), and an .mp4 needs
+    imageio-ffmpeg.
     """
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in SUFFIXES:
-        raise VideoError(f"{path}: cannot write a video with suffix {path.suffix or '(none)'!r}; "
-                         "give a .gif or .mp4 path")
-    if path.is_dir():
-        raise VideoError(f"{path} is a directory; give a file path ending in {suffix}")
-    if path.exists() and not force:
-        raise VideoError(f"{path} already exists; use --force to overwrite it")
-    if suffix == ".mp4":
+    path = check_output_path(path, SUFFIXES, "video", force=force, protected=protected)
+    if path.suffix.lower() == ".mp4":
         _ffmpeg(path)
     return path
 

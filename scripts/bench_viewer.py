@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -55,7 +56,11 @@ def build_run(path: Path, env_id: str = "Pendulum-v1", n_clips: int = 12,
 
     cfg = load_config(overrides=[f"run_dir={path}", f"env.id={env_id}", "teacher.kind=human",
                                  f"loop.clip_length={clip_length}", *overrides])
-    run = RunDir.create(cfg, force=True)
+    # The benchmark's own scratch run, labelled by its scripted key presses: start afresh
+    # (--force would keep those "person's" labels aside, one copy per benchmark run).
+    shutil.rmtree(path, ignore_errors=True)
+    run, lock = RunDir.create(cfg)
+    lock.release()
     venv = DummyVecEnv([env_factory(cfg.env)])
     venv.seed(seed)
     collector = ClipCollector(venv, clip_length)

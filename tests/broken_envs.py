@@ -127,3 +127,20 @@ class TrailEnv(SlideEnv):
         for x in getattr(self, "trail", [])[-10:]:
             frame[0, int(np.clip((x + 10) * 2, 0, 41))] = 128
         return frame
+
+
+class CrashingEnv(SlideEnv):
+    """Its simulator fails mid-run: ``step`` raises once this instance has taken more than
+    ``$RLHF_TEST_CRASH_AFTER`` steps (unset: healthy, so a run can resume once "fixed"); the
+    exception is the builtin named by ``$RLHF_TEST_CRASH_TYPE`` (default RuntimeError)."""
+
+    def step(self, action):
+        import builtins
+        import os
+
+        self.steps_taken = getattr(self, "steps_taken", 0) + 1
+        limit = os.environ.get("RLHF_TEST_CRASH_AFTER")
+        if limit is not None and self.steps_taken > int(limit):
+            kind = getattr(builtins, os.environ.get("RLHF_TEST_CRASH_TYPE", "RuntimeError"))
+            raise kind("simulator lost contact")
+        return super().step(action)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -60,3 +61,18 @@ if "test/Line-v0" not in gym.registry:
 @pytest.fixture
 def line_env_id() -> str:
     return "test/Line-v0"
+
+
+FINISHED_RUN = ["configs/smoke.yaml", "agent.normalize_obs=true", "eval.episodes=1", "--quiet"]
+"""The smoke preset (30 simulated labels, checkpoints after iterations 1 and 2), with
+observation normalisation on so that obs_rms.npz is read back."""
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory) -> Path:
+    """A finished smoke run, made once per test session; tests copy it before damaging it."""
+    from rlhf.cli import main
+
+    run_dir = tmp_path_factory.mktemp("finished") / "run"
+    assert main(["train", *FINISHED_RUN, "--run-dir", str(run_dir)]) == 0
+    return run_dir

@@ -92,8 +92,8 @@ def test_eval_video_user_errors_are_one_line(capsys, smoke_run, tmp_path):
     bad = tmp_path / "policy.avi"
     code, stdout, err = _eval(capsys, str(smoke_run), "--video", str(bad))
     assert code == 2 and stdout == ""
-    assert f"{bad}: cannot write a video with suffix '.avi'; give a .gif or .mp4" in \
-        _one_line_error(err)
+    assert f"{bad}: a video is written as .gif or .mp4, not '.avi'; give a path ending in " \
+        ".gif" in _one_line_error(err)
     assert not bad.exists()
 
     code, _, err = _eval(capsys, str(smoke_run), "--force", "--video-episodes", "2")

@@ -39,7 +39,8 @@ def make_run(path: Path, n_clips: int = 7, clip_length: int = 8, seed: int = 0) 
                                  f"loop.clip_length={clip_length}", "teacher.kind=human",
                                  "viewer.poll_seconds=0.2", "viewer.width=960",
                                  "viewer.height=600"])
-    run = RunDir.create(cfg)
+    run, lock = RunDir.create(cfg)
+    lock.release()  # no trainer: viewers and tests open the store as a trainer left it
     venv = DummyVecEnv([env_factory(cfg.env)])
     venv.seed(seed)
     collector = ClipCollector(venv, clip_length)

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from rlhf.clips import Clip
-from rlhf.config import RewardConfig
+from rlhf.config import ConfigError, RewardConfig
 from rlhf.faults import failpoint
 from rlhf.reward.model import RewardModel
 from rlhf.reward.network import EnsembleMLP
@@ -54,9 +54,24 @@ class FitStats:
 
 
 def pick_device(name: str) -> torch.device:
+    """``reward.device`` as a torch device; a GPU this machine lacks is a ConfigError."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise ConfigError(f"reward.device: {name!r} is not a device torch knows ({e}); use "
+                          "'auto', 'cpu' or 'cuda[:N]'") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"reward.device: {name!r}, but this machine has no CUDA GPU "
+                              f"that torch {torch.__version__} can use; use reward.device=cpu "
+                              "(or auto)")
+        if device.index is not None and device.index >= count:
+            raise ConfigError(f"reward.device: {name!r}, but this machine has {count} CUDA "
+                              f"GPU(s) (cuda:0..cuda:{count - 1})")
+    return device
 
 
 @functools.cache

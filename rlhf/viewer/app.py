@@ -111,7 +111,8 @@ class ViewerApp:
         pygame.display.set_caption(f"rlhf label: {self.run.path}")
         self.hud = Hud(self.layout)
         self.pair_ready_event = pygame.event.custom_type()
-        self.store = Store(self.run.store)
+        # A screenshot (no background worker) only reads: it works on a read-only run too.
+        self.store = Store(self.run.store, readonly=not background)
         self.session = LabelSession(self.store, self.viewer, self.teacher,
                                     self.vcfg.claim_seconds)
         self.running = True

@@ -3,12 +3,15 @@ start (for ``rlhf train --label``)."""
 
 from __future__ import annotations
 
+import io
 import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from rlhf.config import Config, ConfigError, load_config
+from rlhf.io import atomic_write_bytes
+from rlhf.outputs import check_output_path
 from rlhf.render import ClipRenderer
 from rlhf.rundir import RunDir, RunDirError
 from rlhf.store import Store, StoreError
@@ -66,11 +69,18 @@ def label(run_dir: str | Path, overrides: Sequence[str] = (), teacher: str = "hu
     return app.session.answered if app.session is not None else 0
 
 
+SCREENSHOT_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tga")
+"""What ``pygame.image.save`` writes, chosen by the file name's suffix."""
+
+
 def screenshot(run_dir: str | Path, out: str | Path, overrides: Sequence[str] = (),
-               at: float = 0.5) -> bool:
+               at: float = 0.5, force: bool = False) -> bool:
     """Draw the first pending pair (its frame at fraction ``at`` of the clip) and the HUD,
-    save it as a PNG at ``out``, and exit. Claims nothing, labels nothing. Returns False
+    save it as an image at ``out`` (atomically; an existing file only with ``force``, never
+    a file of the run directory), and exit. Claims nothing, labels nothing. Returns False
     (after saving the waiting screen) when no pair is pending."""
+    out = check_output_path(out, SCREENSHOT_SUFFIXES, "screenshot", force=force,
+                            protected=[RunDir.open(run_dir).path])
     # A screenshot needs no window on screen; with no display it could not open one.
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     import pygame
@@ -93,8 +103,9 @@ def screenshot(run_dir: str | Path, out: str | Path, overrides: Sequence[str] = 
             app.playback.position = at * (pair.length - 1)
         app._refresh_status()
         app.draw()
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        pygame.image.save(app.screen, str(out))
+        image = io.BytesIO()
+        pygame.image.save(app.screen, image, out.name)  # the name picks the format
+        atomic_write_bytes(out, image.getvalue())
         return bool(pending)
     finally:
         app.close()
