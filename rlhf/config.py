@@ -464,6 +464,8 @@ def _fmt(x: float) -> str:
     if isinstance(x, float) and math.isfinite(x) and x.is_integer() and abs(x) < 1e16:
         x = int(x)
     if isinstance(x, int):
+        if abs(x) >= 10**300:  # past a float's range: '.3g' would raise OverflowError
+            return f"a {len(str(abs(x)))}-digit number"
         return f"{x:.3g}" if abs(x) >= 10**12 else f"{x:_}" if abs(x) >= 10_000 else str(x)
     return repr(x)
 

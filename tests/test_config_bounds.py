@@ -304,3 +304,11 @@ def test_random_sb3_numbers_never_crash(name, value):
         assert str(e).startswith("agent.kwargs") and "\n" not in str(e)
     finally:
         env.close()
+
+
+def test_a_giant_integer_in_a_file_is_one_line_not_an_overflow(tmp_path):
+    # Found by scripts/hostile_input.py: the message's number formatting overflowed.
+    path = tmp_path / "c.yaml"
+    path.write_text("query:\n  pool_size: " + "9" * 400 + "\n")
+    with pytest.raises(ConfigError, match="query.pool_size: .* got a 400-digit number"):
+        load_config(path)
