@@ -12,6 +12,7 @@ The stack, from the environments up::
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import inspect
 import io
@@ -23,8 +24,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from stable_baselines3 import A2C, PPO
+from stable_baselines3 import A2C, PPO, SAC, TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize, unwrap_vec_normalize
 
@@ -34,7 +36,9 @@ from rlhf.environment import env_factory, needs_recorded_frames
 from rlhf.io import atomic_write_bytes
 from rlhf.wrappers import LearnedRewardVecEnv
 
-ALGOS: dict[str, type[BaseAlgorithm]] = {"PPO": PPO, "A2C": A2C}
+ALGOS: dict[str, type[BaseAlgorithm]] = {"PPO": PPO, "A2C": A2C, "SAC": SAC, "TD3": TD3}
+"""SB3 algorithms by name; ``agent.algo`` may also name any SB3 algorithm class as
+``module:Class`` (a user's subclass of PPO or SAC, say)."""
 FRAME_RNG_STREAM = 2
 """``default_rng([seed, 2])`` draws which clips record frames (the loop's teacher uses
 stream 1), independent of the query and teacher draws."""
@@ -88,9 +92,35 @@ def make_env_stack(cfg: Config, use_next_obs: bool = False,
     return EnvStack(venv, collector, learned, agent_env)
 
 
+def algo_class(name: str) -> type[BaseAlgorithm]:
+    """``agent.algo``: a name in ``ALGOS`` or ``module:Class``; ConfigError otherwise."""
+    if name in ALGOS:
+        return ALGOS[name]
+    if ":" not in name:
+        raise ConfigError(f"agent.algo: {name!r} is not one of {', '.join(ALGOS)}, nor a "
+                          "'module:Class' naming an SB3 algorithm")
+    from rlhf.environment import import_user_module
+
+    module_name, _, attr = name.partition(":")
+    cls = getattr(import_user_module(module_name, "agent.algo"), attr, None)
+    if not (isinstance(cls, type) and issubclass(cls, BaseAlgorithm)):
+        raise ConfigError(f"agent.algo: {name!r} is not an SB3 algorithm class (a subclass of "
+                          "stable_baselines3's BaseAlgorithm, e.g. of PPO or SAC)")
+    return cls
+
+
+def is_off_policy(cfg: AgentConfig) -> bool:
+    """Whether the agent learns from a replay buffer (SAC, TD3), relabelled at each fit."""
+    return issubclass(algo_class(cfg.algo), OffPolicyAlgorithm)
+
+
 def relabel_per_rollout(cfg: Config) -> bool:
     """``reward.relabel``, with 'auto' resolved: per rollout where the reward model is on a
-    GPU (a transfer per vector step would cost more than the env step)."""
+    GPU (a transfer per vector step would cost more than the env step). Never for an
+    off-policy agent: it trains from its buffer at every step, so stored rewards must be
+    there at once (and the whole buffer is relabelled at each fit instead)."""
+    if is_off_policy(cfg.agent):
+        return False
     if cfg.reward.relabel == "auto":
         device = cfg.reward.device
         return device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
@@ -130,22 +160,26 @@ def make_agent(cfg: AgentConfig, env: VecEnv, seed: int | None,
                total_timesteps: int | None = None) -> BaseAlgorithm:
     """The SB3 algorithm ``cfg`` names on ``env``. ``total_timesteps``: the run's whole
     budget, which a ``linear`` learning-rate schedule falls over."""
-    policy_class = ALGOS[cfg.algo].policy_aliases.get(cfg.policy)
+    algo = algo_class(cfg.algo)
+    policy_class = algo.policy_aliases.get(cfg.policy)
     if policy_class is None:
         raise ConfigError(f"agent.policy: {cfg.policy!r} is not one of "
-                          f"{', '.join(ALGOS[cfg.algo].policy_aliases)} (for {cfg.algo})")
+                          f"{', '.join(algo.policy_aliases)} (for {cfg.algo})")
+    if cfg.pretrain_steps and not issubclass(algo, OffPolicyAlgorithm):
+        raise ConfigError(f"agent.pretrain_steps: {cfg.algo} is on-policy; unsupervised "
+                          "pre-training is for off-policy agents (SAC, TD3): set it to 0")
     kwargs = dict(cfg.kwargs)
     if cfg.lr_schedule == "linear":
         if total_timesteps is None:
             raise ValueError("agent.lr_schedule linear needs the run's total_timesteps")
-        lr = kwargs.get("learning_rate", inspect.signature(ALGOS[cfg.algo])
+        lr = kwargs.get("learning_rate", inspect.signature(algo)
                         .parameters["learning_rate"].default)
         if not isinstance(lr, (int, float)):
             raise ConfigError("agent.lr_schedule: linear needs a number in "
                               f"agent.kwargs.learning_rate, got {lr!r}")
     kwargs = _checked_kwargs(cfg.algo, policy_class, kwargs, env.num_envs)
     if cfg.lr_schedule == "linear":
-        lr = kwargs.get("learning_rate", inspect.signature(ALGOS[cfg.algo])
+        lr = kwargs.get("learning_rate", inspect.signature(algo)
                         .parameters["learning_rate"].default)
         kwargs["learning_rate"] = RunLinearSchedule(lr, total_timesteps)
     pk = dict(kwargs.get("policy_kwargs") or {})
@@ -160,7 +194,7 @@ def make_agent(cfg: AgentConfig, env: VecEnv, seed: int | None,
     if pk:
         kwargs["policy_kwargs"] = pk
     try:
-        return ALGOS[cfg.algo](cfg.policy, env, seed=seed, verbose=0,
+        return algo(cfg.policy, env, seed=seed, verbose=0,
                                tensorboard_log=tensorboard_log, device="cpu", **kwargs)
     except (TypeError, ValueError, KeyError, AssertionError) as e:  # SB3 asserts on values
         message = " ".join(str(e).split()) or type(e).__name__
@@ -190,6 +224,16 @@ _KWARG_RANGES: dict[str, tuple[type, Bound, bool]] = {
     "sde_sample_freq": (int, Bound(-1, 10**6, why="-1 = once per rollout"), False),
     "stats_window_size": (int, Bound(1, 10**6), False),
     "rms_prop_eps": (float, Bound(0, 1, low_open=True), False),
+    # Off-policy (SAC, TD3)
+    "buffer_size": (int, Bound(1, 10**8, why="transitions the replay buffer holds"), False),
+    "learning_starts": (int, Bound(0, 10**10), False),
+    "tau": (float, Bound(0, 1, low_open=True, cap=False), False),
+    "train_freq": (int, Bound(1, 10**6), False),
+    "gradient_steps": (int, Bound(-1, 10**6, why="-1 = as many as env steps"), False),
+    "target_update_interval": (int, Bound(1, 10**6), False),
+    "policy_delay": (int, Bound(1, 10**6), False),
+    "target_policy_noise": (float, Bound(0, 100), False),
+    "target_noise_clip": (float, Bound(0, 100), False),
 }
 _BOOL_KWARGS = {"normalize_advantage", "use_sde", "use_rms_prop", "ortho_init", "full_std",
                 "use_expln", "squash_output", "share_features_extractor", "normalize_images"}
@@ -245,8 +289,9 @@ def _net_arch(value: object, key: str) -> object:
     most ``MAX_LAYERS`` layers of widths in ``WIDTH`` (the reward model's limits)."""
     if isinstance(value, dict):
         for k in value:
-            if k not in ("pi", "vf"):
-                raise ConfigError(f"{key}.{k}: net_arch has only 'pi' and 'vf' lists")
+            if k not in ("pi", "vf", "qf"):
+                raise ConfigError(f"{key}.{k}: net_arch has only 'pi', 'vf' (on-policy) and "
+                                  "'qf' (off-policy) lists")
         return {k: _net_arch(v, f"{key}.{k}") for k, v in value.items()}
     if not isinstance(value, list):
         raise ConfigError(f"{key}: expected a list of layer widths or {{pi: [...], vf: "
@@ -259,7 +304,7 @@ def _net_arch(value: object, key: str) -> object:
 def _checked_kwargs(algo: str, policy_class: type, kwargs: dict, n_envs: int) -> dict:
     """``agent.kwargs`` checked where they can be before SB3 sees them: names it takes,
     numbers in range (a copy, integral floats made ints); ConfigError names the key."""
-    names, any_name = _accepts(ALGOS[algo])
+    names, any_name = _accepts(algo_class(algo))
     out = {}
     for name, value in kwargs.items():
         key = f"agent.kwargs.{name}"
@@ -267,7 +312,11 @@ def _checked_kwargs(algo: str, policy_class: type, kwargs: dict, n_envs: int) ->
             raise ConfigError(f"{key}: set by rlhf (agent.policy, seed, ...), not here")
         if name not in names and not any_name:
             raise _unknown(key, str(name), names, algo)
-        if name in _KWARG_RANGES:
+        if name == "ent_coef" and isinstance(value, str) and value.startswith("auto"):
+            pass  # SAC's learned entropy coefficient ('auto' or 'auto_0.1')
+        elif name == "train_freq" and isinstance(value, list):
+            value = tuple(value)  # SB3's (n, 'step' | 'episode'); SB3 checks the unit
+        elif name in _KWARG_RANGES:
             kind, bound, optional = _KWARG_RANGES[name]
             if not (optional and value is None):
                 value = _kwarg_number(value, key, kind, bound)
@@ -278,7 +327,8 @@ def _checked_kwargs(algo: str, policy_class: type, kwargs: dict, n_envs: int) ->
         else:
             _check_finite(value, key)
         out[name] = value
-    n_steps = out.get("n_steps", inspect.signature(ALGOS[algo]).parameters["n_steps"].default)
+    params = inspect.signature(algo_class(algo)).parameters
+    n_steps = out.get("n_steps", params["n_steps"].default if "n_steps" in params else 1)
     if n_steps * n_envs > MAX_ROLLOUT:
         raise ConfigError(f"agent.kwargs.n_steps: n_steps * env.n_envs = {n_steps * n_envs:_} "
                           f"transitions per rollout; at most {MAX_ROLLOUT:_}")
@@ -366,7 +416,10 @@ def load_trained_agent(cfg: Config, env: VecEnv, checkpoint: Path) -> BaseAlgori
     reseeded: SB3 seeds an agent's env when it builds the agent, which would throw away
     the evaluation seed the caller gave ``env``.
     """
-    agent = make_agent(cfg.agent, env, seed=None, total_timesteps=cfg.loop.total_timesteps)
+    agent_cfg = cfg.agent
+    if is_off_policy(agent_cfg):  # acting needs no replay buffer: not a million rows of it
+        agent_cfg = dataclasses.replace(agent_cfg, kwargs={**agent_cfg.kwargs, "buffer_size": 1})
+    agent = make_agent(agent_cfg, env, seed=None, total_timesteps=cfg.loop.total_timesteps)
     set_random_seed(cfg.seed)
     load_policy(agent, checkpoint / "policy.zip")
     return agent

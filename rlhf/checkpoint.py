@@ -5,10 +5,11 @@ name and renamed into place; then ``checkpoints/LATEST`` (one line, the director
 is replaced atomically. A crash at any moment leaves the previous checkpoint and the
 pointer to it intact. The two most recent checkpoints are kept.
 
-Contents: ``policy.zip`` (SB3's format; loaded parameters-only, never unpickled),
-``obs_rms.npz``, ``reward_model.safetensors`` + ``.json``, ``trainer.safetensors`` (reward
-model optimiser, torch RNG states) and ``state.json`` (iteration, timesteps, NumPy RNG
-states, the adaptive L2 coefficient).
+Contents: the agent's files (``rlhf.agents``: ``policy.zip``, SB3's format, loaded
+parameters-only, never unpickled; ``obs_rms.npz``; an off-policy agent's replay buffer
+``replay.zip``, arrays only), ``reward_model.safetensors`` + ``.json``,
+``trainer.safetensors`` (reward model optimiser, torch RNG states) and ``state.json``
+(iteration, timesteps, NumPy RNG states, the adaptive L2 coefficient).
 """
 
 from __future__ import annotations
@@ -26,9 +27,8 @@ import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
-from stable_baselines3.common.base_class import BaseAlgorithm
 
-from rlhf.agent import save_obs_rms
+from rlhf.agents import Agent
 from rlhf.faults import failpoint
 from rlhf.io import SaveError, atomic_write_text, fix_for, fsync_dir, save_error, saving
 from rlhf.reward.trainer import RewardTrainer
@@ -46,7 +46,7 @@ class CheckpointState:
     trainer: dict[str, Any]
 
 
-def save(checkpoints: Path, iteration: int, agent: BaseAlgorithm, trainer: RewardTrainer,
+def save(checkpoints: Path, iteration: int, agent: Agent, trainer: RewardTrainer,
          rngs: dict[str, np.random.Generator]) -> Path:
     """Write a checkpoint of the run after ``iteration``; returns its directory.
 
@@ -63,19 +63,17 @@ def save(checkpoints: Path, iteration: int, agent: BaseAlgorithm, trainer: Rewar
                         e.reason) from None
 
 
-def _save(checkpoints: Path, iteration: int, agent: BaseAlgorithm, trainer: RewardTrainer,
+def _save(checkpoints: Path, iteration: int, agent: Agent, trainer: RewardTrainer,
           rngs: dict[str, np.random.Generator]) -> Path:
     checkpoints.mkdir(parents=True, exist_ok=True)
     tmp = checkpoints / f".tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        with open(tmp / "policy.zip", "wb") as f:
-            agent.save(f)
-        save_obs_rms(agent.get_env(), tmp / "obs_rms.npz")
+        agent.save(tmp)  # the policy (and a replay buffer, for an off-policy agent)
         failpoint("checkpoint")
         trainer.model.save(tmp)
         save_file(trainer_tensors(trainer), str(tmp / "trainer.safetensors"))
-        state = {"iteration": iteration, "timesteps": int(agent.num_timesteps),
+        state = {"iteration": iteration, "timesteps": int(agent.sb3.num_timesteps),
                  "rng_states": {k: g.bit_generator.state for k, g in rngs.items()},
                  "trainer": {"weight_decay": trainer.weight_decay, "fits": trainer.fits}}
         (tmp / "state.json").write_text(json.dumps(state))
@@ -84,7 +82,7 @@ def _save(checkpoints: Path, iteration: int, agent: BaseAlgorithm, trainer: Rewa
                 os.fsync(fh.fileno())
         # Named by iteration and timesteps: an interrupted iteration's checkpoint gets a new
         # name, so the one LATEST points to is never replaced in place.
-        final = checkpoints / f"it-{iteration:05d}-{int(agent.num_timesteps):010d}"
+        final = checkpoints / f"it-{iteration:05d}-{int(agent.sb3.num_timesteps):010d}"
         if final.exists():  # a redone iteration (after a stop): the new state wins
             aside = checkpoints / f".old-{uuid.uuid4().hex[:8]}"
             final.rename(aside)  # LATEST never names this one (it was never written, or

@@ -54,13 +54,22 @@ class EnvConfig:
 
 @dataclass
 class AgentConfig:
-    algo: Literal["PPO", "A2C"] = "PPO"
-    """Any on-policy SB3 algorithm by name."""
+    algo: str = "PPO"
+    """PPO, A2C (on-policy), SAC, TD3 (off-policy: the replay buffer is relabelled at each
+    reward-model fit), or any SB3 algorithm class as ``module:Class``."""
     policy: str = "MlpPolicy"
     normalize_obs: bool = False
     """VecNormalize on observations, for the policy only (the reward model sees raw ones)."""
     kwargs: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments for the SB3 algorithm (n_steps, learning_rate, policy_kwargs, ...)."""
+    pretrain_steps: int = 0
+    """Off-policy agents: steps of unsupervised pre-training (PEBBLE) before the first
+    queries, maximising a k-nearest-neighbour state-entropy bonus instead of any reward, so
+    the first clips show varied behaviour. Counted in ``loop.total_timesteps``; replaces
+    ``loop.initial_timesteps`` of untrained behaviour when > 0."""
+    relabel_buffer: bool = True
+    """Off-policy agents: relabel the whole replay buffer with each newly fitted reward model
+    (PEBBLE); false keeps each transition's reward as it was stored (an ablation)."""
     lr_schedule: Literal["constant", "linear"] = "constant"
     """``linear``: the learning rate falls from ``kwargs.learning_rate`` to 0 over the whole
     run's ``loop.total_timesteps`` (RL Zoo's ``lin_`` schedules), across the loop's many
@@ -518,6 +527,7 @@ SEED_MAX = 2**32 - 1
 BOUNDS: dict[str, Bound] = {
     "seed": Bound(0, SEED_MAX),
     "env.n_envs": Bound(1, 1024, why="envs stepped in turn in one process"),
+    "agent.pretrain_steps": Bound(0, 10**10),
     "env.max_episode_steps": Bound(1, 10**9),
     "env.frame_fraction": _fraction(low_open=True,
                                     why="share of clips recorded for a person to see"),
@@ -626,7 +636,12 @@ def _check_numbers(cfg: Config) -> None:
 def validate(cfg: Config) -> None:
     """Range checks that types alone cannot express. Raises ConfigError naming the key."""
     _check(cfg.env.id.strip() != "", "env.id", "must name a gymnasium id or module:Class")
+    _check(cfg.agent.algo.strip() != "", "agent.algo",
+           "must name an SB3 algorithm (PPO, A2C, SAC, TD3) or module:Class")
     _check_numbers(cfg)
+    _check(cfg.agent.pretrain_steps < cfg.loop.total_timesteps, "agent.pretrain_steps",
+           f"{cfg.agent.pretrain_steps} leaves none of loop.total_timesteps "
+           f"({cfg.loop.total_timesteps}) for learning from preferences")
     r = cfg.reward
     _check(r.device == "auto" or r.device == "cpu" or r.device.startswith("cuda"), "reward.device",
            f"must be 'auto', 'cpu' or 'cuda[:N]', got {r.device!r}")

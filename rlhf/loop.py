@@ -22,22 +22,12 @@ from typing import Any
 import numpy as np
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import configure as configure_logger
 from tqdm import tqdm
 
-from rlhf import checkpoint
-from rlhf.agent import (
-    EnvStack,
-    eval_env,
-    load_obs_rms,
-    load_policy,
-    make_agent,
-    make_env_stack,
-    relabel_per_rollout,
-    rollout,
-    set_learn_horizon,
-)
+from rlhf import agents, checkpoint
+from rlhf.agent import EnvStack, eval_env, make_env_stack, relabel_per_rollout
 from rlhf.checkenv import preflight
 from rlhf.clips import Clip
 from rlhf.config import Config, ConfigError
@@ -99,12 +89,17 @@ class _RefitWhenLabelled(BaseCallback):
     def __init__(self, run: Run):
         super().__init__()
         self.run = run
+        # An off-policy agent ends a "rollout" at every vector step: look at most twice a
+        # second. An on-policy agent looks after every rollout, as before.
+        off = isinstance(run.agent, agents.OffPolicyAgent)
+        self.due = agents.Throttle(0.5 if off else 0.0)
 
     def _on_step(self) -> bool:
         return True
 
     def _on_rollout_end(self) -> None:
-        self.run.refit_if_due()
+        if self.due():
+            self.run.refit_if_due()
 
 
 class Run:
@@ -125,8 +120,8 @@ class Run:
         self.envs: EnvStack = make_env_stack(cfg, use_next_obs=cfg.reward.use_next_obs,
                                              deferred=relabel_per_rollout(cfg))
         try:
-            self.agent: BaseAlgorithm = make_agent(cfg.agent, self.envs.agent_env, cfg.seed,
-                                                   total_timesteps=cfg.loop.total_timesteps)
+            self.agent: agents.Agent = agents.make(cfg, self.envs, cfg.seed)
+            self.sb3: BaseAlgorithm = self.agent.sb3
             spec = FeatureSpec.from_spaces(self.envs.venv.observation_space,
                                            self.envs.venv.action_space, cfg.reward.use_action,
                                            cfg.reward.use_next_obs)
@@ -170,7 +165,7 @@ class Run:
         # One logger for the whole run (SB3 would make a new one, and drop what we
         # recorded, at every learn() call): its own curves and ours under rlhf/.
         with saving(self.dir.tensorboard):
-            self.agent.set_logger(configure_logger(str(self.dir.tensorboard), ["tensorboard"]))
+            self.sb3.set_logger(configure_logger(str(self.dir.tensorboard), ["tensorboard"]))
 
     # -- the stages ----------------------------------------------------------------------
 
@@ -226,7 +221,7 @@ class Run:
             return
         self.bar.write(f"rlhf: waiting for {missing(counts)} labels; label the pairs with: "
                        f"rlhf label {self.dir.path}")
-        status = {**self.dir.read_status(), "timesteps": int(self.agent.num_timesteps),
+        status = {**self.dir.read_status(), "timesteps": int(self.sb3.num_timesteps),
                   "total_timesteps": self.cfg.loop.total_timesteps,
                   "total_labels": self.cfg.loop.total_labels}
         while not done(counts):
@@ -290,7 +285,7 @@ class Run:
         if self.cfg.reward.normalize:
             recent = list(self.envs.collector.pool)[-256:]
             self.trainer.update_output_stats(recent or list(self.clips.values()))
-        self.envs.learned.set_reward_fn(self.trainer.model.reward_fn())
+        self.agent.on_reward_fit(self.trainer.model)
         return stats
 
     def train_agent(self, steps: int) -> None:
@@ -299,13 +294,12 @@ class Run:
             callbacks.insert(0, RelabelRollout(self.envs.learned))
         if self.asynchronous:
             callbacks.append(_RefitWhenLabelled(self))
-        set_learn_horizon(self.agent, steps)
-        self.agent.learn(steps, reset_num_timesteps=False, callback=CallbackList(callbacks))
+        self.agent.train(steps, callbacks)
 
     def evaluate(self) -> float:
         env = eval_env(self.cfg, self.envs.agent_env)
         try:
-            return float(true_returns(self.agent, env, self.cfg.eval.episodes,
+            return float(true_returns(self.sb3, env, self.cfg.eval.episodes,
                                       self.cfg.eval.deterministic).mean())
         finally:
             env.close()
@@ -333,10 +327,8 @@ class Run:
         path = self.dir.latest_checkpoint()
         if path is not None:
             state = checkpoint.load_state(path)
-            load_policy(self.agent, path / "policy.zip")
-            self.agent.num_timesteps = state.timesteps
+            self.agent.load(path, state.timesteps)
             self.bar.update(state.timesteps)
-            load_obs_rms(self.envs.agent_env, path / "obs_rms.npz")
             self.trainer.model.load_weights(path)
             checkpoint.restore_trainer(self.trainer, path, state.trainer)
             for name, gen in self.rngs().items():
@@ -358,12 +350,12 @@ class Run:
         recent = list(self.envs.collector.pool)[-200:]
         row: dict[str, Any] = {
             "iteration": iteration,
-            "timesteps": int(self.agent.num_timesteps),
+            "timesteps": int(self.sb3.num_timesteps),
             "labels": counts["labels"],
             "queries": counts["queries"],
             "clips": counts["clips"],
             "eval_return": eval_return if eval_return is not None else math.nan,
-            "train_return": _mean_episode_return(self.agent),
+            "train_return": _mean_episode_return(self.sb3),
             "reward_corr": reward_correlation(self.trainer.model, recent),
             "seconds": round(seconds, 3),
         }
@@ -388,8 +380,8 @@ class Run:
                                "finished": False})
         for key, value in row.items():
             if isinstance(value, (int, float)) and not math.isnan(value):
-                self.agent.logger.record(f"rlhf/{key}", value)
-        self.agent.logger.dump(step=row["timesteps"])
+                self.sb3.logger.record(f"rlhf/{key}", value)
+        self.sb3.logger.dump(step=row["timesteps"])
         self.bar.set_postfix(labels=counts["labels"], ret=f"{row['eval_return']:.1f}")
         return row
 
@@ -400,7 +392,7 @@ class Run:
             return False
         # A rollout cut short never reached the policy: count only whole ones, so the
         # resumed run still ends exactly on its timestep budget.
-        self.agent.num_timesteps -= self.agent.num_timesteps % rollout_size
+        self.sb3.num_timesteps -= self.sb3.num_timesteps % rollout_size
         self.checkpoint(done)
         return True
 
@@ -417,7 +409,7 @@ class Run:
 
     def close(self) -> None:
         self.bar.close()
-        self.agent.logger.close()
+        self.sb3.logger.close()
         self.envs.close()
         self.store.close()
         self.lock.release()
@@ -439,9 +431,11 @@ def run(cfg: Config, *, teacher: Teacher | None = None, strategy: QueryStrategy 
     print(f"rlhf: run directory {r.dir.path}", flush=True)
     schedule = label_schedule(lp.total_labels, lp.initial_label_fraction, lp.iterations,
                               lp.schedule_decay)
-    rollout_size = _rollout_size(r.agent)
-    rollouts = max(1, lp.total_timesteps // rollout_size)
-    ends = iteration_ends(lp.total_timesteps, rollout_size, lp.iterations)
+    rollout_size = r.agent.unit
+    warmup = r.agent.warmup  # pre-training steps, counted in the budget
+    rollouts = max(1, (lp.total_timesteps - warmup) // rollout_size)
+    ends = [warmup + e for e in iteration_ends(lp.total_timesteps - warmup, rollout_size,
+                                               lp.iterations)]
     if rollouts < lp.iterations:
         print(f"rlhf: note: loop.iterations ({lp.iterations}) exceeds the agent's rollouts in "
               f"loop.total_timesteps ({rollouts} of {rollout_size} steps); "
@@ -456,7 +450,7 @@ def run(cfg: Config, *, teacher: Teacher | None = None, strategy: QueryStrategy 
         done = start - 1
         if start == 0:
             t0 = time.perf_counter()
-            rollout(r.agent, r.envs.agent_env, lp.initial_timesteps)  # early behaviour
+            r.agent.explore(lp.initial_timesteps, [_Progress(r.bar)])  # or pre-training
             r.ask(schedule[0] - r.store.counts()["queries"], iteration=0)
             stats = r.first_fit(schedule[0])
             r.record(0, stats, None, time.perf_counter() - t0)
@@ -465,8 +459,8 @@ def run(cfg: Config, *, teacher: Teacher | None = None, strategy: QueryStrategy 
         for it in range(max(start, 1), lp.iterations + 1):
             t0 = time.perf_counter()
             r.last_fit = None
-            if ends[it] > r.agent.num_timesteps:
-                r.train_agent(ends[it] - r.agent.num_timesteps)
+            if ends[it] > r.sb3.num_timesteps:
+                r.train_agent(ends[it] - r.sb3.num_timesteps)
             # Ask up to the schedule's running total: a resumed iteration asks only what is
             # missing, and pairs a small pool could not supply earlier are asked now.
             r.ask(sum(schedule[: it + 1]) - r.store.counts()["queries"], iteration=it)
@@ -487,7 +481,7 @@ def run(cfg: Config, *, teacher: Teacher | None = None, strategy: QueryStrategy 
             eval_return = r.evaluate()
         status = r.dir.read_status()
         r.dir.write_status({**status, "finished": True})
-        return RunResult(r.dir.path, int(r.agent.num_timesteps), r.store.counts()["labels"],
+        return RunResult(r.dir.path, int(r.sb3.num_timesteps), r.store.counts()["labels"],
                          float(eval_return), r.metrics)
     except KeyboardInterrupt:
         # Ctrl-C or SIGTERM: keep what the agent learned since the last iteration; labels
@@ -499,7 +493,7 @@ def run(cfg: Config, *, teacher: Teacher | None = None, strategy: QueryStrategy 
         # SIGTERM, so once the env is fixed the run resumes where it stopped.
         saved = r.save_interrupted(done, rollout_size)
         raise EnvError(f"{e}; {'checkpoint' if saved else 'labels so far'} saved at "
-                       f"{int(r.agent.num_timesteps)} timesteps. Fix the env, then resume "
+                       f"{int(r.sb3.num_timesteps)} timesteps. Fix the env, then resume "
                        f"with: rlhf train --resume {r.dir.path}") from None
     finally:
         with contextlib.suppress(ValueError):  # ValueError: not the main thread
@@ -561,10 +555,6 @@ def eval_iterations(iterations: int, every: int) -> list[int]:
     """The iterations after which the loop evaluates the policy (always the last)."""
     return [it for it in range(1, iterations + 1)
             if it == iterations or (every and it % every == 0)]
-
-
-def _rollout_size(agent: BaseAlgorithm) -> int:
-    return int(getattr(agent, "n_steps", 1)) * agent.get_env().num_envs
 
 
 def _mean_episode_return(agent: BaseAlgorithm) -> float:

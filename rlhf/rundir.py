@@ -12,9 +12,11 @@
         it-NNNNN-TTTTTTTTTT/ after iteration N at T timesteps (the two newest are kept):
           policy.zip         SB3's own format, loaded parameters-only
           obs_rms.npz        observation normalisation (if used)
+          replay.zip         an off-policy agent's replay buffer, as arrays (no pickle)
           reward_model.safetensors, reward_model.json
           trainer.safetensors, state.json   optimiser, RNG states, progress
       tb/                    TensorBoard logs
+      trainer.lock           held (flock) by the one trainer of this run while it runs
 """
 
 from __future__ import annotations

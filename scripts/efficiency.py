@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Label efficiency: RLHF from a simulated teacher against PPO on the true reward (issue 6).
+"""Label efficiency: RLHF from a simulated teacher against the same agent on the true reward.
 
     python scripts/efficiency.py                     # everything below, seeds 0 1 2
     python scripts/efficiency.py --quick             # one seed, small budgets: minutes
@@ -15,6 +15,9 @@ Experiments (``--experiments``, default all):
 - ``irrational``: HalfCheetah, 700 labels, a B-Pref-style teacher (mistake 0.1, β = 1,
   'equal' below a tenth of the batch's mean clip return, B-Pref's 'equal' teacher).
 - ``queries``: HalfCheetah at 400 labels with random, disagreement and entropy selection.
+- With the task ``halfcheetah_sac`` (SAC, PEBBLE-style, 100 labels in 100k steps), ``main``
+  runs it against SAC on the true reward; ``sac-sweep``: 25, 50 and 200 labels;
+  ``sac-ablation``: without unsupervised pre-training, and without relabelling.
 
 Every job (one RLHF run, or one PPO baseline) runs in its own process and writes
 ``OUT/results/JOB.json`` when it finishes; rerunning the command skips finished jobs, so an
@@ -68,6 +71,12 @@ TASKS: dict[str, Task] = {
                    ("loop.total_timesteps=20480", "loop.total_labels=60",
                     "loop.iterations=8", "eval.every=4", "eval.episodes=2",
                     "loop.initial_timesteps=1000")),
+    "halfcheetah_sac": Task("configs/halfcheetah_sac.yaml",
+                            ("loop.total_timesteps=3000", "loop.total_labels=20",
+                             "loop.iterations=2", "eval.every=2", "eval.episodes=1",
+                             "agent.pretrain_steps=600", "agent.kwargs.learning_starts=200",
+                             "agent.kwargs.buffer_size=5000", "reward.hidden=[32, 32]",
+                             "env.max_episode_steps=200")),
     "reach2d": Task("configs/reach2d.yaml",
                     ("loop.total_timesteps=20480", "loop.total_labels=60",
                      "loop.iterations=5", "eval.every=5", "eval.episodes=5")),
@@ -78,7 +87,13 @@ IRRATIONAL = ("teacher.kind=irrational", "teacher.mistake=0.1", "teacher.beta=1.
               "teacher.equal_threshold=0.1", "teacher.relative_thresholds=true")
 QUERY_LABELS, QUICK_QUERY_LABELS = 400, 30
 STRATEGIES = ("random", "disagreement", "entropy")
-EXPERIMENTS = ("main", "sweep", "irrational", "queries")
+EXPERIMENTS = ("main", "sweep", "irrational", "queries", "sac-sweep", "sac-ablation")
+SAC_SWEEP_LABELS, QUICK_SAC_SWEEP_LABELS = (25, 50, 200), (10,)
+SAC_ABLATIONS = {"nopretrain": ["agent.pretrain_steps=0"],
+                 "norelabel": ["agent.relabel_buffer=false"]}
+"""HalfCheetah with SAC (issue 16): without unsupervised pre-training (the first queries
+are about the untrained policy's clips), and without relabelling (each transition keeps the
+learned reward it was stored with)."""
 
 
 @dataclass
@@ -120,6 +135,15 @@ def plan(experiments: list[str], tasks: list[str], seeds: list[int], quick: bool
             for task in tasks:
                 add(Job("main", task, "rlhf", "rlhf", seed))
                 add(Job("main", task, "ppo", "ppo", seed))
+        if "halfcheetah_sac" in tasks:
+            if "sac-sweep" in experiments:
+                for n in QUICK_SAC_SWEEP_LABELS if quick else SAC_SWEEP_LABELS:
+                    add(Job("sac-sweep", "halfcheetah_sac", "rlhf", f"labels{n}", seed,
+                            [f"loop.total_labels={n}"]))
+            if "sac-ablation" in experiments:
+                for name, overrides in SAC_ABLATIONS.items():
+                    add(Job("sac-ablation", "halfcheetah_sac", "rlhf", name, seed,
+                            list(overrides)))
         if "halfcheetah" not in tasks:
             continue  # the other experiments are HalfCheetah's
         if "sweep" in experiments:
@@ -224,7 +248,7 @@ def _ppo(cfg) -> tuple[list[list[float]], float, int]:
     else:
         env = score_vec_env(cfg, score, n_envs=cfg.env.n_envs, seed=cfg.seed)
     agent = make_agent(cfg.agent, env, cfg.seed, total_timesteps=lp.total_timesteps)
-    n_steps = agent.n_steps * env.num_envs
+    n_steps = getattr(agent, "n_steps", 1) * env.num_envs  # off-policy: one vector step
     ends = iteration_ends(lp.total_timesteps, n_steps, lp.iterations)
     points = [ends[it] for it in eval_iterations(lp.iterations, cfg.eval.every)]
     curve: list[list[float]] = []
@@ -371,7 +395,7 @@ def report(out: Path) -> str:
     for r in rows:
         groups.setdefault((r["experiment"], r["task"], r["group"]), []).append(r)
     lines += ["| experiment | task | setting | labels | timesteps | seeds | return: median "
-              "(min – max) | true-reward PPO | normalised: median (min – max) | reward "
+              "(min – max) | true-reward agent | normalised: median (min – max) | reward "
               "corr | val accuracy | wall s (median) | CPU s (median) |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for (exp, task, group), rs in sorted(groups.items(), key=lambda kv: _natural(kv[0])):
@@ -446,7 +470,7 @@ def _xy(curve: list[list[float]], x: int) -> tuple[Any, Any]:
 
 
 def _sweep_summary(rows: list[dict[str, Any]], ppo: dict) -> list[str]:
-    """Labels needed to reach 80% of true-reward PPO's return (normalised 0.8): the first
+    """Labels needed to reach 80% of true-reward agent's return (normalised 0.8): the first
     budget where the sweep's median normalised score crosses 0.8, linearly interpolated."""
     seeds = sorted({r["seed"] for r in rows if r["experiment"] == "sweep"})
     sweep = [r for r in rows if r["task"] == "halfcheetah" and r["kind"] == "rlhf"
@@ -466,7 +490,7 @@ def _sweep_summary(rows: list[dict[str, Any]], ppo: dict) -> list[str]:
     table = ", ".join(f"{x}: {y:.2f}" for x, y in zip(xs, ys, strict=True))
     return [f"HalfCheetah label sweep (seeds {' '.join(map(str, seeds))}), median normalised "
             f"score by labels: {table}. "
-            f"80% of true-reward PPO: {labels_to_reach(xs, ys, 0.8)}."]
+            f"80% of true-reward agent: {labels_to_reach(xs, ys, 0.8)}."]
 
 
 def labels_to_reach(xs: list[int], ys: list[float], level: float) -> str:

@@ -418,14 +418,15 @@ def _fill(disk: Path) -> None:
 
 def _agent_and_trainer():
     from rlhf.agent import make_agent, make_env_stack
+    from rlhf.agents import OnPolicyAgent
     from rlhf.config import load_config
     from rlhf.reward.model import FeatureSpec, RewardModel
     from rlhf.reward.trainer import RewardTrainer
 
     cfg = load_config(ROOT / SMOKE[0], SMOKE[1:])
     envs = make_env_stack(cfg)
-    agent = make_agent(cfg.agent, envs.agent_env, cfg.seed,
-                       total_timesteps=cfg.loop.total_timesteps)
+    agent = OnPolicyAgent(make_agent(cfg.agent, envs.agent_env, cfg.seed,
+                                     total_timesteps=cfg.loop.total_timesteps), envs)
     spec = FeatureSpec.from_spaces(envs.venv.observation_space, envs.venv.action_space)
     model = RewardModel(spec, cfg.reward.ensemble, cfg.reward.hidden, seed=cfg.seed)
     return envs, agent, RewardTrainer(model, cfg.reward, cfg.loop.clip_length, seed=cfg.seed)
@@ -458,8 +459,8 @@ def test_full_disk_while_saving_a_checkpoint_says_so(small_disk, monkeypatch, wh
             monkeypatch.setattr(checkpoint, "save_file", _fill_first(small_disk,
                                                                     checkpoint.save_file))
         else:
-            monkeypatch.setattr(agent, "save", _fill_first(small_disk, agent.save))
-        agent.num_timesteps += 512
+            monkeypatch.setattr(agent.sb3, "save", _fill_first(small_disk, agent.sb3.save))
+        agent.sb3.num_timesteps += 512
         with pytest.raises(SaveError) as caught:
             checkpoint.save(checkpoints, 1, agent, trainer, rngs)
         message = str(caught.value)

@@ -197,7 +197,7 @@ def test_report_orders_budgets_by_number_and_sweeps_only_the_sweeps_seeds(tmp_pa
     rows = [line.split("|")[3].strip() for line in text.splitlines() if "| sweep |" in line]
     assert rows == ["labels100", "labels200", "labels1400"]
     assert ("label sweep (seeds 0), median normalised score by labels: 100: 0.50, 200: 1.00, "
-            "700: 0.90, 1400: 1.10. 80% of true-reward PPO: about 160 labels.") in text
+            "700: 0.90, 1400: 1.10. 80% of true-reward agent: about 160 labels.") in text
 
 
 def test_labels_to_reach_interpolates_and_bounds():

@@ -240,7 +240,7 @@ def test_loop_asks_about_recorded_clips_and_the_viewer_shows_their_frames(tmp_pa
                       "viewer.width=960", "viewer.height=600")
     run = Run(cfg, progress=False)
     try:
-        rollout(run.agent, run.envs.agent_env, 300)
+        rollout(run.sb3, run.envs.agent_env, 300)
         pool = list(run.envs.collector.pool)
         assert len(pool) >= 6 and all(c.frames is not None for c in pool)
         run.ask(4, iteration=0)
