@@ -11,159 +11,45 @@ beside it.
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import io
-import os
 import sqlite3
 import time
 import zipfile
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Concatenate, Literal, ParamSpec, TypeVar
+from typing import Literal
 
 import numpy as np
 
 from rlhf.clips import Clip
-from rlhf.io import free_bytes, read_only_fs, warn_once
+from rlhf.io import warn_once
 
-SCHEMA_VERSION = 1
+# Split out by job; re-exported, so ``from rlhf.store import X`` keeps working.
+from rlhf.store_errors import SQLITE_BUSY as SQLITE_BUSY
+from rlhf.store_errors import (
+    SQLITE_CANTOPEN,
+    StoreError,
+    _guarded,
+    _read_only,
+    _Transaction,
+    _writable,
+    diagnose,
+)
+from rlhf.store_errors import SQLITE_CORRUPT as SQLITE_CORRUPT
+from rlhf.store_errors import SQLITE_ERROR as SQLITE_ERROR
+from rlhf.store_errors import SQLITE_FULL as SQLITE_FULL
+from rlhf.store_errors import SQLITE_IOERR as SQLITE_IOERR
+from rlhf.store_errors import SQLITE_LOCKED as SQLITE_LOCKED
+from rlhf.store_errors import SQLITE_NOTADB as SQLITE_NOTADB
+from rlhf.store_errors import SQLITE_READONLY as SQLITE_READONLY
+from rlhf.store_errors import SQLITE_READONLY_DBMOVED as SQLITE_READONLY_DBMOVED
+from rlhf.store_schema import _SCHEMA, SCHEMA_VERSION, decode_arrays, encode_arrays
+
 Choice = Literal["a", "b", "equal", "skip"]
 CHOICES: tuple[str, ...] = ("a", "b", "equal", "skip")
 # Preference target for each trainable choice: the probability that clip_a is better.
 MU = {"a": 1.0, "b": 0.0, "equal": 0.5}
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS clips (
-    id INTEGER PRIMARY KEY,
-    env_step INTEGER NOT NULL,
-    length INTEGER NOT NULL,
-    true_return REAL NOT NULL,
-    data BLOB NOT NULL,
-    created REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS queries (
-    id INTEGER PRIMARY KEY,
-    clip_a INTEGER NOT NULL REFERENCES clips(id),
-    clip_b INTEGER NOT NULL REFERENCES clips(id),
-    iteration INTEGER NOT NULL,
-    created REAL NOT NULL,
-    claimed_by TEXT,
-    claimed_until REAL
-);
-CREATE TABLE IF NOT EXISTS labels (
-    id INTEGER PRIMARY KEY,
-    query_id INTEGER NOT NULL REFERENCES queries(id),
-    choice TEXT NOT NULL CHECK (choice IN ('a', 'b', 'equal', 'skip', 'retract')),
-    teacher TEXT NOT NULL,
-    created REAL NOT NULL,
-    shown_swapped INTEGER,
-    response_time REAL,
-    retracts INTEGER REFERENCES labels(id)
-);
-CREATE INDEX IF NOT EXISTS labels_query ON labels(query_id);
-CREATE INDEX IF NOT EXISTS labels_retracts ON labels(retracts);
-"""
-
-
-class StoreError(RuntimeError):
-    """The store cannot be opened or used as asked; the message says why and what to do."""
-
-
-# SQLite's primary result codes (an error's extended code & 0xFF).
-SQLITE_ERROR, SQLITE_BUSY, SQLITE_LOCKED, SQLITE_READONLY, SQLITE_IOERR = 1, 5, 6, 8, 10
-SQLITE_CORRUPT, SQLITE_FULL, SQLITE_CANTOPEN, SQLITE_NOTADB = 11, 13, 14, 26
-SQLITE_READONLY_DBMOVED = 1032
-
-
-def diagnose(path: Path, e: sqlite3.Error, doing: Literal["open", "read", "write"]) -> str:
-    """One line: what an SQLite error on the store at ``path`` means, and what to do.
-
-    Classified by SQLite's result code, not its wording ("database disk image is
-    malformed" is damage, not a disk problem), and, where SQLite cannot tell (it cannot
-    open a file), by the file system itself: free space, write permission, a read-only
-    mount. Only real damage is told to restore from a copy.
-    """
-    extended = getattr(e, "sqlite_errorcode", None) or 0
-    code = extended & 0xFF
-    detail = " ".join(str(e).split())
-    writing = doing == "write"
-    kept = ("nothing of this change was written, earlier labels are intact" if writing
-            else "the store is not damaged by it")
-    unreachable = code in (SQLITE_CANTOPEN, SQLITE_IOERR)
-    if code == SQLITE_FULL or (unreachable and _low_space(path)):
-        return f"{path}: the disk is full ({detail}); {kept}. Free some space and try again"
-    if extended == SQLITE_READONLY_DBMOVED:
-        return (f"{path} was moved, replaced or deleted while rlhf had it open ({detail}); "
-                f"{kept if writing else 'nothing was written'}. Put it back and try again")
-    if code == SQLITE_READONLY or (unreachable and not (_writable(path)
-                                                         and _writable(path.parent))):
-        if path.exists() and not os.access(path, os.R_OK):
-            return (f"{path} cannot be read (permission denied); make it readable "
-                    f"(chmod u+r {path}) and try again")
-        return _read_only(path)
-    if code in (SQLITE_CORRUPT, SQLITE_NOTADB):
-        what = "not an SQLite database" if code == SQLITE_NOTADB else "truncated or damaged"
-        return (f"{path} is corrupt ({detail}: {what}); restore it from a copy (or try: "
-                f"sqlite3 {path} .recover)")
-    if code in (SQLITE_BUSY, SQLITE_LOCKED):
-        return (f"{path} is locked by another process ({detail}); "
-                f"{kept if writing else 'nothing was changed'}. Try again when it is done")
-    if code == SQLITE_IOERR:
-        return (f"{path}: the disk reported an I/O error ({detail}); check the disk (dmesg) "
-                "before you delete or restore anything, then try again")
-    if code == SQLITE_CANTOPEN:
-        return (f"{path}: cannot open the store ({detail}); check that it is a file you may "
-                "read and write")
-    if code == SQLITE_ERROR and "no such" in detail:
-        return (f"{path} is not a complete rlhf store ({detail}): it is corrupt or was "
-                "changed outside rlhf; restore it from a copy")
-    if writing:
-        return f"{path}: could not save to the store ({detail}); {kept}"
-    return f"{path}: {'cannot open the store' if doing == 'open' else 'the store failed'} " \
-           f"({detail})"
-
-
-def _writable(path: Path) -> bool:
-    """Whether this process may write ``path`` (an existing one): False on a read-only
-    mount too, even for root."""
-    return os.access(path, os.W_OK) and not read_only_fs(path)
-
-
-def _low_space(path: Path) -> bool:
-    free = free_bytes(path)
-    return free is not None and free < 1 << 20
-
-
-def _read_only(path: Path) -> str:
-    if read_only_fs(path):
-        return (f"{path} is read-only (a read-only file system): the store cannot take new "
-                "labels; remount it read-write or copy the run to a writable disk")
-    return (f"{path} is read-only: the store cannot take new labels; make it writable "
-            f"(chmod u+w {path.parent} {path}) or copy the run")
-
-
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
-
-
-def _guarded(method: Callable[Concatenate[Store, _P], _R]) -> Callable[Concatenate[Store, _P], _R]:
-    """An SQLite error in a store method (damage found on a query, a failing disk) becomes
-    a one-line StoreError, as it would at the open; a misuse of sqlite3 stays a bug."""
-
-    @functools.wraps(method)
-    def wrapper(self: Store, *args: _P.args, **kwargs: _P.kwargs) -> _R:
-        try:
-            return method(self, *args, **kwargs)
-        except sqlite3.DatabaseError as e:
-            if isinstance(e, sqlite3.ProgrammingError):
-                raise
-            raise StoreError(diagnose(self.path, e, "read")) from None
-
-    return wrapper
 
 
 @dataclass(frozen=True)
@@ -185,17 +71,6 @@ class Label:
     created: float
     shown_swapped: bool | None
     response_time: float | None
-
-
-def encode_arrays(**arrays: np.ndarray | None) -> bytes:
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **{k: v for k, v in arrays.items() if v is not None})
-    return buf.getvalue()
-
-
-def decode_arrays(blob: bytes) -> dict[str, np.ndarray]:
-    with np.load(io.BytesIO(blob), allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
 
 
 class Store:
@@ -574,31 +449,3 @@ class Store:
             self.db.execute("UPDATE queries SET claimed_by=?, claimed_until=? WHERE id=?",
                             (viewer, time.time() + lease, row[0]))
         return self.get_query(row[0])
-
-
-class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT (or ROLLBACK on error) on an autocommit connection.
-
-    A database error (a full disk, a locked or damaged file) rolls the transaction back
-    and becomes a StoreError: the store keeps everything committed before it.
-    """
-
-    def __init__(self, db: sqlite3.Connection, path: Path):
-        self.db, self.path = db, path
-
-    def __enter__(self) -> None:
-        try:
-            self.db.execute("BEGIN IMMEDIATE")
-        except sqlite3.DatabaseError as e:
-            raise StoreError(diagnose(self.path, e, "write")) from None
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        try:
-            self.db.execute("ROLLBACK" if exc_type else "COMMIT")
-        except sqlite3.DatabaseError as e:
-            with contextlib.suppress(sqlite3.DatabaseError):
-                self.db.execute("ROLLBACK")
-            raise StoreError(diagnose(self.path, e, "write")) from None
-        if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc,
-                                                                     sqlite3.ProgrammingError):
-            raise StoreError(diagnose(self.path, exc, "write")) from None
