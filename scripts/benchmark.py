@@ -8,6 +8,7 @@
     python scripts/benchmark.py adam [CONFIG]           # PPO CPU time: SB3's Adam vs fused
     python scripts/benchmark.py scaling                 # fit time as labels grow
     python scripts/benchmark.py efficiency CONFIG [--seeds 0 1 2]   # RLHF vs true-reward PPO
+    python scripts/benchmark.py relabel [--sizes 100000 1000000]    # replay-buffer relabel s
 
 Every comparison is measured side by side in one process, each point the median of
 ``--repeats`` runs; ratios are what to read on a shared, noisy machine.
@@ -204,6 +205,43 @@ def cmd_inference(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
+# -- relabelling a replay buffer (off-policy agents) ----------------------------------------
+
+
+def cmd_relabel(args: argparse.Namespace) -> list[dict]:
+    """Seconds to relabel an SB3 replay buffer of ``--sizes`` transitions (HalfCheetah's
+    shapes: obs 17, action 6) with an ensemble, as an off-policy run does after each fit."""
+    from gymnasium import spaces
+    from stable_baselines3.common.buffers import ReplayBuffer
+
+    from rlhf.replay import relabel
+
+    obs_dim, act_dim = 17, 6
+    obs_space = spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32)
+    act_space = spaces.Box(-1, 1, (act_dim,), np.float32)
+    spec = FeatureSpec.from_spaces(obs_space, act_space)
+    rows = []
+    for members in args.members:
+        for hidden in args.hidden:
+            model = RewardModel(spec, members, [hidden] * args.layers, seed=0).to(args.device)
+            model.eval()
+            for size in args.sizes:
+                buf = ReplayBuffer(size, obs_space, act_space, device="cpu", n_envs=1)
+                rng = np.random.default_rng(0)
+                buf.observations[:] = rng.normal(size=buf.observations.shape)
+                buf.actions[:] = rng.uniform(-1, 1, size=buf.actions.shape)
+                buf.full = True
+                t = timed(lambda b=buf, m=model: relabel(b, m), args.repeats,
+                          _sync(torch.device(args.device)))
+                row = {"transitions": size, "members": members, "hidden": hidden,
+                       "layers": args.layers, "device": args.device, "seconds": t,
+                       "transitions_per_s": size / t}
+                rows.append(row)
+                emit(row, 3)
+                del buf
+    return rows
+
+
 # -- scaling -------------------------------------------------------------------------------
 
 
@@ -344,7 +382,7 @@ def cmd_efficiency(args: argparse.Namespace) -> list[dict]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("what", choices=["ceiling", "reward", "inference", "scaling", "overhead",
-                                    "adam", "efficiency"])
+                                    "adam", "efficiency", "relabel"])
     p.add_argument("config", nargs="?", help="efficiency, adam: the preset to run")
     p.add_argument("overrides", nargs="*", help="efficiency, adam: key.path=value overrides")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -361,6 +399,9 @@ def main() -> None:
     p.add_argument("--timesteps", type=int, default=10240, help="adam: PPO steps per run")
     p.add_argument("--envs", nargs="+", default=["Pendulum-v1", "HalfCheetah-v5"])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000],
+                   help="relabel: replay-buffer sizes (transitions)")
+    p.add_argument("--layers", type=int, default=3, help="relabel: hidden layers")
     p.add_argument("--out", default="runs/bench")
     p.add_argument("--json", help="also write the rows to this file")
     args = p.parse_args()
@@ -375,7 +416,7 @@ def main() -> None:
         p.error("efficiency needs a CONFIG, e.g. configs/pendulum.yaml")
     fn = {"ceiling": lambda a: [], "reward": cmd_reward, "inference": cmd_inference,
           "scaling": cmd_scaling, "overhead": cmd_overhead, "adam": cmd_adam,
-          "efficiency": cmd_efficiency}
+          "efficiency": cmd_efficiency, "relabel": cmd_relabel}
     rows = fn[args.what](args)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))

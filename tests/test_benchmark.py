@@ -19,3 +19,15 @@ def test_reward_benchmark_reports_batched_and_both_references(tmp_path):
     for key in ("pairs_per_s", "loop_pairs_per_s", "naive_pairs_per_s",
                 "speedup_vs_loop", "speedup_vs_naive", "gflops"):
         assert row[key] > 0, key
+
+
+def test_relabel_benchmark_times_each_buffer_size(tmp_path):
+    out = tmp_path / "rows.json"
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "benchmark.py"), "relabel",
+                    "--members", "2", "--hidden", "8", "--layers", "1", "--sizes", "500", "2000",
+                    "--repeats", "1", "--json", str(out)],
+                   check=True, capture_output=True, text=True, timeout=300)
+    rows = json.loads(out.read_text())
+    assert [r["transitions"] for r in rows] == [500, 2000]
+    for r in rows:
+        assert r["seconds"] > 0 and r["transitions_per_s"] > 0

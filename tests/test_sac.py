@@ -183,3 +183,23 @@ def test_a_users_agent_class_runs_the_loop_and_an_unknown_name_is_one_line(tmp_p
                      "--run-dir", str(tmp_path / "y"), "--quiet"]) == 2
     assert "agent.pretrain_steps: PPO is on-policy" in capsys.readouterr().err
     shutil.rmtree(run_dir)
+
+
+def test_an_asynchronous_person_labels_a_sac_run_while_it_trains(tmp_path):
+    from test_viewer import Person
+
+    run_dir = tmp_path / "person"
+    person = Person(run_dir)  # answers every pair as it comes, through the viewer's claims
+    person.start()
+    try:
+        cfg = load_config(SMOKE_SAC, [f"run_dir={run_dir}", "teacher.kind=human",
+                                      "teacher.min_new_labels=3", "eval.episodes=1"])
+        result = run(cfg, progress=False)
+    finally:
+        person.stop.set()
+    assert person.saw_waiting is not None  # the trainer waited for the first labels only
+    assert result.timesteps == 1200
+    fits = [m for m in result.metrics if not np.isnan(m.get("rm_train_loss", np.nan))]
+    assert len(fits) >= 2  # refitted (and the buffer relabelled) as labels landed
+    with Store(run_dir / "store.sqlite") as store:
+        assert {lab.teacher for lab in store.labels()} == {"person"}
