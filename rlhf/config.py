@@ -158,7 +158,8 @@ class TeacherConfig:
 
 @dataclass
 class QueryConfig:
-    strategy: Literal["random", "disagreement", "entropy"] = "disagreement"
+    strategy: str = "disagreement"
+    """random, disagreement, entropy, or your own as ``module:attr`` (``rlhf.queries``)."""
     candidates: int = 10
     """Candidate pairs considered per query selected (pool = candidates * n)."""
     pool_size: int = 2000
@@ -225,6 +226,10 @@ class Config:
     loop: LoopConfig = field(default_factory=LoopConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     viewer: ViewerConfig = field(default_factory=ViewerConfig)
+    components: dict[str, str] = field(default_factory=dict)
+    """Set by ``rlhf.loop.run``, not by hand: the teacher, query strategy or scoring function
+    a script passed by argument (role -> import path), so that a resume without the same
+    ones is refused instead of silently using the config's."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -35,7 +35,7 @@ from rlhf.environment import EnvError
 from rlhf.evaluate import reward_correlation, true_returns
 from rlhf.faults import failpoint
 from rlhf.io import saving
-from rlhf.queries import STRATEGIES, QueryStrategy, RandomQueries, select_pairs
+from rlhf.queries import QueryStrategy, RandomQueries, make_strategy, select_pairs
 from rlhf.reward.model import FeatureSpec, RewardModel
 from rlhf.reward.trainer import FitStats, RewardTrainer
 from rlhf.rundir import Interrupted, RunDir
@@ -114,9 +114,11 @@ class Run:
         # Everything a bad config can break is built before the run directory exists, so a
         # typo fails in one line and leaves nothing behind.
         preflight(cfg)
+        _record_components(cfg, {"teacher": teacher, "strategy": strategy, "score": score},
+                           resume)
         self.teacher = teacher or make_teacher(
             cfg.teacher, np.random.default_rng([cfg.seed, 1]), score=score)
-        self.strategy = strategy or STRATEGIES[cfg.query.strategy]()
+        self.strategy = strategy or make_strategy(cfg.query.strategy)
         self.envs: EnvStack = make_env_stack(cfg, use_next_obs=cfg.reward.use_next_obs,
                                              deferred=relabel_per_rollout(cfg))
         try:
@@ -526,6 +528,27 @@ def resume_config(run_dir: str | Path, overrides: list[str] | None = None) -> Co
     cfg = run.load_config() if not overrides else load_config(run.config, overrides)
     cfg.run_dir = str(run_dir)
     return cfg
+
+
+def _record_components(cfg: Config, given: dict[str, Any], resume: bool) -> None:
+    """Write what a script passed to ``run`` by argument into ``cfg.components`` (role ->
+    ``module:qualname``), so the run's config.yaml says what it was made with; a resume
+    must be given the same roles again (the config's own would silently differ)."""
+    passed = {role: _import_path(obj) for role, obj in given.items() if obj is not None}
+    if resume:
+        missing = sorted(set(cfg.components) - set(passed))
+        if missing:
+            what = ", ".join(f"{role} {cfg.components[role]}" for role in missing)
+            raise ConfigError(f"components: this run was started with a {what} passed by a "
+                              "script; resume it from that script (run(cfg, resume=True, "
+                              f"{'=..., '.join(missing)}=...)), not with rlhf train --resume")
+        return
+    cfg.components = passed
+
+
+def _import_path(obj: Any) -> str:
+    kind = obj if callable(obj) and hasattr(obj, "__qualname__") else type(obj)
+    return f"{kind.__module__}:{kind.__qualname__}"
 
 
 def _sigterm_raises_interrupt() -> Any:

@@ -15,6 +15,8 @@ from typing import Protocol
 
 import numpy as np
 
+from rlhf.config import ConfigError
+
 
 class QueryStrategy(Protocol):
     name: str
@@ -56,6 +58,25 @@ class EntropyQueries:
 STRATEGIES: dict[str, type[QueryStrategy]] = {
     "random": RandomQueries, "disagreement": DisagreementQueries, "entropy": EntropyQueries,
 }
+
+
+def make_strategy(name: str) -> QueryStrategy:
+    """``query.strategy``: a name in ``STRATEGIES`` or ``module:attr`` naming a class (or a
+    function of no arguments) that makes a ``QueryStrategy``; ConfigError otherwise."""
+    if name in STRATEGIES:
+        return STRATEGIES[name]()
+    if ":" not in name:
+        raise ConfigError(f"query.strategy: {name!r} is not one of {', '.join(STRATEGIES)}, "
+                          "nor a 'module:attr' naming your own strategy")
+    from rlhf.environment import import_user_module
+
+    module_name, _, attr = name.partition(":")
+    factory = getattr(import_user_module(module_name, "query.strategy"), attr, None)
+    strategy = factory() if callable(factory) else None
+    if not callable(getattr(strategy, "scores", None)):
+        raise ConfigError(f"query.strategy: {name!r} does not make a query strategy (an object "
+                          "with scores(returns_a, returns_b) -> (K,) scores; see rlhf.queries)")
+    return strategy
 
 
 def candidate_pairs(n_clips: int, n_pairs: int, rng: np.random.Generator) -> np.ndarray:
