@@ -26,7 +26,13 @@ from stable_baselines3 import A2C, PPO, SAC, TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.utils import set_random_seed
-from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize, unwrap_vec_normalize
+from stable_baselines3.common.vec_env import (
+    DummyVecEnv,
+    SubprocVecEnv,
+    VecEnv,
+    VecNormalize,
+    unwrap_vec_normalize,
+)
 
 from rlhf.clips import ClipCollector, FrameSampling
 from rlhf.config import AgentConfig, Config, ConfigError
@@ -75,8 +81,10 @@ def make_env_stack(cfg: Config, use_next_obs: bool = False,
     generator (seeded from ``cfg.seed``, so which clips are recorded is reproducible).
     """
     record_frames = needs_recorded_frames(cfg)
-    venv = DummyVecEnv([env_factory(cfg.env, record_frames=record_frames)
-                        for _ in range(cfg.env.n_envs)])
+    thunks = [env_factory(cfg.env, record_frames=record_frames) for _ in range(cfg.env.n_envs)]
+    # SubprocVecEnv starts its workers with forkserver (or spawn): they import the env anew,
+    # and hold none of the trainer's open files (its store, its trainer lock).
+    venv = SubprocVecEnv(thunks) if cfg.env.workers == "subprocess" else DummyVecEnv(thunks)
     venv.seed(cfg.seed)
     sampling = None
     if record_frames:

@@ -168,7 +168,9 @@ class ClipCollector(VecEnvWrapper):
         pos = self._pos
         self._obs[envs, pos] = self._last_obs
         self._act[envs, pos] = self._actions.reshape(self._act.shape[0], *self._act.shape[2:])
-        self._rew[envs, pos] = rewards
+        # float32 as DummyVecEnv hands them on (SubprocVecEnv keeps the env's float64): the
+        # same clips whichever way the envs step.
+        self._rew[envs, pos] = np.asarray(rewards, dtype=np.float32)
         if "state" in infos[0]:
             states = np.stack([info["state"] for info in infos])
             if self._states is None:

@@ -47,6 +47,11 @@ class EnvConfig:
     """Extra modules to import before making the env (they register the user's envs)."""
     n_envs: int = 4
     """Parallel environments in the agent's VecEnv."""
+    workers: Literal["in-process", "subprocess"] = "in-process"
+    """'in-process': the envs step in turn in the trainer (SB3's DummyVecEnv, best for fast
+    simulators); 'subprocess': one process per env (SB3's SubprocVecEnv), for a simulator
+    slow enough that stepping envs in parallel pays for the transfers. Clips, restorable
+    state and recorded frames are the same either way."""
     max_episode_steps: int | None = None
     """Override the env's time limit (fixed-horizon episodes keep length from leaking reward)."""
     frame_fraction: float = 0.1
