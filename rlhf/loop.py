@@ -35,6 +35,7 @@ from rlhf.environment import EnvError
 from rlhf.evaluate import reward_correlation, true_returns
 from rlhf.faults import failpoint
 from rlhf.io import saving
+from rlhf.progress import IterationRecord, Progress
 from rlhf.queries import QueryStrategy, RandomQueries, make_strategy, select_pairs
 from rlhf.reward.model import FeatureSpec, RewardModel
 from rlhf.reward.trainer import FitStats, RewardTrainer
@@ -148,7 +149,6 @@ class Run:
         # Every stored clip of this run, by id, without recorded frames: the reward model
         # and teachers never need them, and they would hold ~1 MB per clip for the whole run.
         self.clips: dict[int, Clip] = {}
-        self.metrics: list[dict[str, Any]] = []
         # A person answers at their own pace: by default the agent keeps training on the
         # current reward model meanwhile (Christiano et al.), refitting as labels land.
         self.asynchronous = not self.teacher.synchronous and cfg.teacher.asynchronous
@@ -168,6 +168,8 @@ class Run:
         # recorded, at every learn() call): its own curves and ours under rlhf/.
         with saving(self.dir.tensorboard):
             self.sb3.set_logger(configure_logger(str(self.dir.tensorboard), ["tensorboard"]))
+        self.progress = Progress(self.dir, self.cfg.loop.total_timesteps,
+                                 self.cfg.loop.total_labels, self.sb3.logger)
 
     # -- the stages ----------------------------------------------------------------------
 
@@ -223,16 +225,14 @@ class Run:
             return
         self.bar.write(f"rlhf: waiting for {missing(counts)} labels; label the pairs with: "
                        f"rlhf label {self.dir.path}")
-        status = {**self.dir.read_status(), "timesteps": int(self.sb3.num_timesteps),
-                  "total_timesteps": self.cfg.loop.total_timesteps,
-                  "total_labels": self.cfg.loop.total_labels}
+        timesteps = int(self.sb3.num_timesteps)
         while not done(counts):
             n = missing(counts)
             self.bar.set_postfix_str(f"waiting for {n} labels ({counts['labels']} so far)")
-            self.dir.write_status({**status, "waiting_for_labels": n})
+            self.progress.waiting(n, timesteps)
             time.sleep(poll)
             counts = self.store.counts()
-        self.dir.write_status({**status, "waiting_for_labels": 0})
+        self.progress.waiting(0, timesteps)
         self.bar.set_postfix_str(f"labels {counts['labels']}")
 
     def first_fit(self, n: int) -> FitStats | None:
@@ -325,7 +325,6 @@ class Run:
         Queries asked but not answered before the stop are answered first (a simulated
         teacher) or stay pending for the viewer (a person) — never asked again.
         """
-        self.metrics = list(self.dir.read_metrics())
         path = self.dir.latest_checkpoint()
         if path is not None:
             state = checkpoint.load_state(path)
@@ -336,9 +335,9 @@ class Run:
             for name, gen in self.rngs().items():
                 if name in state.rng_states:
                     gen.bit_generator.state = state.rng_states[name]
-            self.metrics = [m for m in self.metrics if int(m["iteration"]) <= state.iteration]
             if bool(self.trainer.model.fitted):
                 self.envs.learned.set_reward_fn(self.trainer.model.reward_fn())
+        self.progress.restore(None if path is None else state.iteration)
         if self.teacher.synchronous:
             pending = self.store.pending_queries()
             if pending:
@@ -350,40 +349,14 @@ class Run:
                seconds: float) -> dict[str, Any]:
         counts = self.store.counts()
         recent = list(self.envs.collector.pool)[-200:]
-        row: dict[str, Any] = {
-            "iteration": iteration,
-            "timesteps": int(self.sb3.num_timesteps),
-            "labels": counts["labels"],
-            "queries": counts["queries"],
-            "clips": counts["clips"],
-            "eval_return": eval_return if eval_return is not None else math.nan,
-            "train_return": _mean_episode_return(self.sb3),
-            "reward_corr": reward_correlation(self.trainer.model, recent),
-            "seconds": round(seconds, 3),
-        }
-        if stats is not None:
-            row.update(rm_train_loss=stats.train_loss, rm_val_loss=stats.val_loss,
-                       rm_val_accuracy=stats.val_accuracy,
-                       rm_train_accuracy=stats.train_accuracy,
-                       rm_weight_decay=stats.weight_decay, rm_fit_seconds=stats.seconds,
-                       rm_steps=stats.steps)
-        self.metrics.append(row)
-        self.dir.write_metrics(self.metrics)
-        last_eval = next((m["eval_return"] for m in reversed(self.metrics)
-                          if not math.isnan(m["eval_return"])), None)
-        self.dir.write_status({**counts, "iteration": iteration,
-                               "timesteps": row["timesteps"],
-                               "latest_eval_return": last_eval,
-                               "reward_model_val_accuracy": row.get("rm_val_accuracy"),
-                               "reward_model_train_accuracy": row.get("rm_train_accuracy"),
-                               "reward_corr": row["reward_corr"],
-                               "total_timesteps": self.cfg.loop.total_timesteps,
-                               "total_labels": self.cfg.loop.total_labels,
-                               "finished": False})
-        for key, value in row.items():
-            if isinstance(value, (int, float)) and not math.isnan(value):
-                self.sb3.logger.record(f"rlhf/{key}", value)
-        self.sb3.logger.dump(step=row["timesteps"])
+        relabel = getattr(self.agent, "last_relabel_seconds", None)
+        row = self.progress.record(IterationRecord(
+            iteration=iteration, timesteps=int(self.sb3.num_timesteps), labels=counts["labels"],
+            queries=counts["queries"], clips=counts["clips"],
+            eval_return=math.nan if eval_return is None else eval_return,
+            train_return=_mean_episode_return(self.sb3),
+            reward_corr=reward_correlation(self.trainer.model, recent), seconds=seconds,
+            fit=stats, relabel_seconds=relabel), counts)
         self.bar.set_postfix(labels=counts["labels"], ret=f"{row['eval_return']:.1f}")
         return row
 
@@ -481,10 +454,9 @@ def run(cfg: Config, *, teacher: Teacher | None = None, strategy: QueryStrategy 
                 on_iteration(row)
         if eval_return is None or math.isnan(eval_return):  # resumed after the last eval
             eval_return = r.evaluate()
-        status = r.dir.read_status()
-        r.dir.write_status({**status, "finished": True})
+        r.progress.finished()
         return RunResult(r.dir.path, int(r.sb3.num_timesteps), r.store.counts()["labels"],
-                         float(eval_return), r.metrics)
+                         float(eval_return), r.progress.rows)
     except KeyboardInterrupt:
         # Ctrl-C or SIGTERM: keep what the agent learned since the last iteration; labels
         # are already in the store. Resume continues the interrupted iteration.

@@ -147,12 +147,19 @@ class RunDir:
         directory that is provably an rlhf run (``replace_run``), never one a trainer holds.
         """
         path = Path(cfg.run_dir) if cfg.run_dir else cls.default_path(cfg)
+        if path.is_dir() and cls(path).aborted_start():
+            # A trainer killed in its first moments left only its lock (and an empty
+            # checkpoints/): nothing to resume or lose, so the directory counts as empty.
+            with cls(path).lock(), saving(path):  # refused if that trainer still runs
+                if (path / "checkpoints").is_dir():
+                    (path / "checkpoints").rmdir()
+                (path / LOCK_NAME).unlink(missing_ok=True)
         if path.is_dir() and any(path.iterdir()):
             if not force:
                 raise RunDirError(f"{path}: run directory already exists; use --resume {path} "
                                   "to continue it, or --force to start over there")
             cls(path).replace_run(say)
-        elif path.exists() or path.is_symlink():
+        elif (path.exists() or path.is_symlink()) and not path.is_dir():
             raise RunDirError(f"{path}: exists and is not a directory; give another --run-dir")
         with saving(path):
             path.mkdir(parents=True, exist_ok=True)
@@ -166,6 +173,14 @@ class RunDir:
             lock.release()
             raise
         return run, lock
+
+    def aborted_start(self) -> bool:
+        """Whether this directory holds only what a trainer killed before writing its
+        config leaves: its lock file and an empty checkpoints/ (or less)."""
+        entries = {p.name for p in self.path.iterdir()}
+        if not entries or not entries <= {LOCK_NAME, "checkpoints"}:
+            return False
+        return not (self.checkpoints.is_dir() and any(self.checkpoints.iterdir()))
 
     def lock(self) -> TrainerLock:
         """The run's trainer lock (``rlhf.lock``); ``RunLocked`` names the holder's pid."""

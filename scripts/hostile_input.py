@@ -678,16 +678,27 @@ def env_attacks() -> list[Attack]:
 
 
 def kill_attacks(rng: random.Random) -> list[Attack]:
+    from fault_injection import RUN as FAULT_RUN
     from fault_injection import trial
 
     attacks = []
     for kind in ("failpoint:ask:2", "failpoint:label:3", "failpoint:fit:2",
                  "failpoint:checkpoint:2", "kill", "term"):
         def run(work: Path, kind=kind) -> Outcome:
-            row = trial(work / "run", kind, rng, duration=8.0)
+            run_dir = work / "run"
+            row = trial(run_dir, kind, rng, duration=8.0)
             ok = row["finished"] and row["labels_lost"] == 0 and row["duplicate_pairs"] == 0
-            return Outcome(ok, f"resume exit {row['resume_rc']}", bool(row["tracebacks"]),
-                           row["labels_lost"])
+            detail = f"resume exit {row['resume_rc']}"
+            if row["resume_rc"] == 2 and not (run_dir / "config.yaml").exists():
+                # Stopped before the run existed: nothing to resume or lose; the same
+                # command must simply work again (no --force needed).
+                again = subprocess.run([sys.executable, "-m", "rlhf.cli", "train",
+                                        "configs/smoke.yaml", *FAULT_RUN, "--run-dir",
+                                        str(run_dir), "--quiet"], cwd=ROOT,
+                                       capture_output=True, text=True, timeout=600)
+                ok = again.returncode == 0 and row["labels_before"] == 0
+                detail = f"stopped before the run existed; started again: exit {again.returncode}"
+            return Outcome(ok, detail, bool(row["tracebacks"]), row["labels_lost"])
         attacks.append(Attack("kills and SIGTERM", kind, run))
     return attacks
 

@@ -268,3 +268,22 @@ def test_kill_9_leaves_no_stale_lock(tmp_path):
     done = subprocess.run([sys.executable, "-m", "rlhf.cli", "train", "--resume", str(run_dir),
                            "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_start_killed_before_its_config_leaves_a_directory_that_starts_again(tmp_path,
+                                                                               capsys):
+    # Killed between taking the lock and writing config.yaml: nothing to resume, and the
+    # same command must work again without --force (which would refuse: no config.yaml).
+    aborted = tmp_path / "aborted"
+    (aborted / "checkpoints").mkdir(parents=True)
+    (aborted / LOCK_NAME).write_text("12345\n")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for run_dir in (aborted, empty):
+        assert cli_main(["train", "configs/smoke.yaml", "--run-dir", str(run_dir), *TINY]) == 0
+    capsys.readouterr()
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("mine")
+    assert cli_main(["train", "configs/smoke.yaml", "--run-dir", str(not_a_dir), *TINY]) == 2
+    assert "is not a directory" in _one_line_error(capsys.readouterr().err)
+    assert not_a_dir.read_text() == "mine"
