@@ -35,7 +35,8 @@ USER_ERRORS = (ConfigError, RunDirError, StoreError, RewardModelError, SaveError
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from rlhf.loop import resume_config, run
+    from rlhf.loop import run
+    from rlhf.resume import resume_config
 
     overrides = list(args.overrides)
     if args.resume:

@@ -37,29 +37,14 @@ from rlhf.faults import failpoint
 from rlhf.io import saving
 from rlhf.progress import IterationRecord, Progress
 from rlhf.queries import QueryStrategy, RandomQueries, make_strategy, select_pairs
+from rlhf.resume import record_components
 from rlhf.reward.model import FeatureSpec, RewardModel
 from rlhf.reward.trainer import FitStats, RewardTrainer
 from rlhf.rundir import Interrupted, RunDir
+from rlhf.schedule import eval_iterations, iteration_ends, label_schedule
 from rlhf.store import Store
 from rlhf.teachers import ScoreFn, Teacher, make_teacher
 from rlhf.wrappers import RelabelRollout
-
-
-def label_schedule(total: int, initial_fraction: float, iterations: int,
-                   decay: float) -> list[int]:
-    """Labels to ask at the start and at each iteration: [initial, it_1, ..., it_n].
-
-    Iteration i gets a share proportional to 1 / (1 + decay * i) (Christiano's rate falls
-    roughly as 1/t); integer counts that sum exactly to ``total``.
-    """
-    initial = min(total, max(1, round(total * initial_fraction)))
-    rest = total - initial
-    w = 1.0 / (1.0 + decay * np.arange(iterations))
-    share = rest * w / w.sum()
-    counts = np.floor(share).astype(int)
-    for i in np.argsort(-(share - counts), kind="stable")[: rest - counts.sum()]:
-        counts[i] += 1
-    return [initial, *counts.tolist()]
 
 
 @dataclass
@@ -115,8 +100,8 @@ class Run:
         # Everything a bad config can break is built before the run directory exists, so a
         # typo fails in one line and leaves nothing behind.
         preflight(cfg)
-        _record_components(cfg, {"teacher": teacher, "strategy": strategy, "score": score},
-                           resume)
+        record_components(cfg, {"teacher": teacher, "strategy": strategy, "score": score},
+                          resume)
         self.teacher = teacher or make_teacher(
             cfg.teacher, np.random.default_rng([cfg.seed, 1]), score=score)
         self.strategy = strategy or make_strategy(cfg.query.strategy)
@@ -398,7 +383,7 @@ def run(cfg: Config, *, teacher: Teacher | None = None, strategy: QueryStrategy 
     it did. Swap in a teacher, a query strategy or a scoring function by argument.
 
     ``resume=True`` continues the run in ``cfg.run_dir`` from its newest checkpoint (see
-    ``resume_config``). Ctrl-C or SIGTERM saves a checkpoint and raises ``Interrupted``.
+    ``rlhf.resume.resume_config``). Ctrl-C or SIGTERM saves a checkpoint and raises ``Interrupted``.
     """
     r = Run(cfg, teacher=teacher, strategy=strategy, score=score, force=force,
             progress=progress, resume=resume)
@@ -475,54 +460,6 @@ def run(cfg: Config, *, teacher: Teacher | None = None, strategy: QueryStrategy 
         r.close()
 
 
-# What a resumed run may change: how it is watched and where it computes, never what it
-# learns from (the env, the clips, the budgets and the schedule the checkpoints assume).
-RESUME_OVERRIDABLE = ("eval.", "viewer.", "teacher.asynchronous", "teacher.min_new_labels",
-                      "teacher.instructions", "reward.device", "reward.threads",
-                      "reward.compile", "reward.precision", "reward.relabel")
-
-
-def resume_config(run_dir: str | Path, overrides: list[str] | None = None) -> Config:
-    """The config a run was started with (from its directory), for ``run(resume=True)``.
-
-    Overrides may change only ``RESUME_OVERRIDABLE`` keys; once the run has restored with
-    them, ``run`` writes them into config.yaml, so a second resume sees them too.
-    """
-    from rlhf.config import load_config
-
-    run = RunDir.open(run_dir)
-    for item in overrides or []:
-        key = item.partition("=")[0].strip()
-        if not key.startswith(RESUME_OVERRIDABLE):
-            raise ConfigError(f"{key}: cannot be changed when resuming (the run's clips, "
-                              "labels and checkpoints depend on it); start a new run with "
-                              "rlhf train CONFIG instead")
-    cfg = run.load_config() if not overrides else load_config(run.config, overrides)
-    cfg.run_dir = str(run_dir)
-    return cfg
-
-
-def _record_components(cfg: Config, given: dict[str, Any], resume: bool) -> None:
-    """Write what a script passed to ``run`` by argument into ``cfg.components`` (role ->
-    ``module:qualname``), so the run's config.yaml says what it was made with; a resume
-    must be given the same roles again (the config's own would silently differ)."""
-    passed = {role: _import_path(obj) for role, obj in given.items() if obj is not None}
-    if resume:
-        missing = sorted(set(cfg.components) - set(passed))
-        if missing:
-            what = ", ".join(f"{role} {cfg.components[role]}" for role in missing)
-            raise ConfigError(f"components: this run was started with a {what} passed by a "
-                              "script; resume it from that script (run(cfg, resume=True, "
-                              f"{'=..., '.join(missing)}=...)), not with rlhf train --resume")
-        return
-    cfg.components = passed
-
-
-def _import_path(obj: Any) -> str:
-    kind = obj if callable(obj) and hasattr(obj, "__qualname__") else type(obj)
-    return f"{kind.__module__}:{kind.__qualname__}"
-
-
 def _sigterm_raises_interrupt() -> Any:
     """Make SIGTERM behave like Ctrl-C (main thread only); returns the previous handler."""
     def handler(signum: int, frame: Any) -> None:
@@ -537,19 +474,6 @@ def _sigterm_raises_interrupt() -> Any:
 def _trainable(counts: dict[str, int]) -> int:
     """Labels the reward model can learn from (skips are not)."""
     return counts["labels"] - counts["skipped"]
-
-
-def iteration_ends(total_timesteps: int, rollout_size: int, iterations: int) -> list[int]:
-    """The agent's timestep count at the end of each iteration (index 0: before the first):
-    whole rollouts per iteration, spread evenly, never past the timestep budget."""
-    rollouts = max(1, total_timesteps // rollout_size)
-    return [(i * rollouts) // iterations * rollout_size for i in range(iterations + 1)]
-
-
-def eval_iterations(iterations: int, every: int) -> list[int]:
-    """The iterations after which the loop evaluates the policy (always the last)."""
-    return [it for it in range(1, iterations + 1)
-            if it == iterations or (every and it % every == 0)]
 
 
 def _mean_episode_return(agent: BaseAlgorithm) -> float:

@@ -114,18 +114,24 @@ def _net_arch(value: object, key: str) -> object:
     return [_kwarg_number(w, f"{key}[{i}]", int, WIDTH) for i, w in enumerate(value)]
 
 
+def _check_name(cls: type, name: str, key: str, reserved: set[str], setter: str,
+                owner: str) -> None:
+    """A keyword ``cls`` takes and that nobody else sets, or a ConfigError naming ``key``."""
+    if name in reserved:
+        raise ConfigError(f"{key}: set by {setter}, not here")
+    names, any_name = _accepts(cls)
+    if name not in names and not any_name:
+        raise _unknown(key, str(name), names, owner)
+
+
 def checked_kwargs(algo: str, algo_cls: type, policy_class: type, kwargs: dict,
                    n_envs: int) -> dict:
     """``agent.kwargs`` checked where they can be before SB3 sees them: names it takes,
     numbers in range (a copy, integral floats made ints); ConfigError names the key."""
-    names, any_name = _accepts(algo_cls)
     out = {}
     for name, value in kwargs.items():
         key = f"agent.kwargs.{name}"
-        if name in _RESERVED_KWARGS:
-            raise ConfigError(f"{key}: set by rlhf (agent.policy, seed, ...), not here")
-        if name not in names and not any_name:
-            raise _unknown(key, str(name), names, algo)
+        _check_name(algo_cls, name, key, _RESERVED_KWARGS, "rlhf (agent.policy, seed, ...)", algo)
         if name == "ent_coef" and isinstance(value, str) and value.startswith("auto"):
             pass  # SAC's learned entropy coefficient ('auto' or 'auto_0.1')
         elif name == "train_freq" and isinstance(value, list):
@@ -152,14 +158,11 @@ def checked_kwargs(algo: str, algo_cls: type, policy_class: type, kwargs: dict,
 def _checked_policy_kwargs(policy_class: type, pk: object, key: str) -> dict:
     if not isinstance(pk, dict):
         raise ConfigError(f"{key}: expected a mapping, got {pk!r}")
-    names, any_name = _accepts(policy_class)
     out = {}
     for name, value in pk.items():
         sub = f"{key}.{name}"
-        if name in _RESERVED_POLICY_KWARGS:
-            raise ConfigError(f"{sub}: set by SB3 itself, not here")
-        if name not in names and not any_name:
-            raise _unknown(sub, str(name), names, policy_class.__name__)
+        _check_name(policy_class, name, sub, _RESERVED_POLICY_KWARGS, "SB3 itself",
+                    policy_class.__name__)
         if name == "net_arch" and value is not None:
             value = _net_arch(value, sub)
         elif name == "log_std_init":

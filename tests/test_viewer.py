@@ -481,7 +481,8 @@ def test_synchronous_person_run_waits_for_every_batch(tmp_path):
 def test_synchronous_person_run_resumed_mid_wait_waits_again(tmp_path):
     # Stopped while waiting for the first batch (nothing answered), the resumed run must
     # wait for those pending pairs, not fit on nothing and ask about more pairs.
-    from rlhf.loop import resume_config, run
+    from rlhf.loop import run
+    from rlhf.resume import resume_config
 
     run_dir = tmp_path / "run"
     overrides = [f"{k}={v}" for k, v in (("teacher.kind", "human"),
