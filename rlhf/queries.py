@@ -15,7 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
-from rlhf.config import ConfigError
+from rlhf.errors import ConfigError
 
 
 class QueryStrategy(Protocol):
