@@ -143,11 +143,10 @@ class OffPolicyAgent(OnPolicyAgent):
     def explore(self, steps: int, callbacks: list[BaseCallback]) -> None:
         if not self.pretrain_steps:
             return super().explore(steps, callbacks)
-        bonus = EntropyBonus(self.sb3, self.rng)
-        self.envs.learned.set_reward_fn(bonus)
+        # The bonus stays the agent's reward until the first fit replaces it (and relabels
+        # the buffer): no reward at all would let the env's own reward through the wrapper.
+        self.envs.learned.set_reward_fn(EntropyBonus(self.sb3, self.rng))
         self.train(self.pretrain_steps, callbacks)
-        # The first fit relabels everything; until then no reward is better than a stale one.
-        self.envs.learned.set_reward_fn(None)
 
     def on_reward_fit(self, model: RewardModel) -> None:
         super().on_reward_fit(model)
