@@ -38,9 +38,8 @@ from rlhf.agent import (
     set_learn_horizon,
 )
 from rlhf.config import Config
+from rlhf.entropy import RunningStd, knn_state_entropy
 from rlhf.replay import (
-    RunningStd,
-    knn_state_entropy,
     load_replay_buffer,
     relabel,
     save_replay_buffer,

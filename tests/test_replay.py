@@ -18,10 +18,9 @@ from stable_baselines3 import SAC
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.vec_env import DummyVecEnv
 
+from rlhf.entropy import RunningStd, knn_state_entropy
 from rlhf.replay import (
     ReplayBufferError,
-    RunningStd,
-    knn_state_entropy,
     load_replay_buffer,
     relabel,
     save_replay_buffer,
