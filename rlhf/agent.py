@@ -38,6 +38,7 @@ from rlhf.clips import ClipCollector, FrameSampling
 from rlhf.config import AgentConfig, Config, ConfigError
 from rlhf.environment import env_factory, needs_recorded_frames
 from rlhf.io import atomic_write_bytes
+from rlhf.registry import lookup
 from rlhf.sb3_settings import checked_kwargs
 from rlhf.wrappers import LearnedRewardVecEnv
 
@@ -101,15 +102,7 @@ def make_env_stack(cfg: Config, use_next_obs: bool = False,
 
 def algo_class(name: str) -> type[BaseAlgorithm]:
     """``agent.algo``: a name in ``ALGOS`` or ``module:Class``; ConfigError otherwise."""
-    if name in ALGOS:
-        return ALGOS[name]
-    if ":" not in name:
-        raise ConfigError(f"agent.algo: {name!r} is not one of {', '.join(ALGOS)}, nor a "
-                          "'module:Class' naming an SB3 algorithm")
-    from rlhf.environment import import_user_module
-
-    module_name, _, attr = name.partition(":")
-    cls = getattr(import_user_module(module_name, "agent.algo"), attr, None)
+    cls = lookup(name, ALGOS, "agent.algo", "an SB3 algorithm class")
     if not (isinstance(cls, type) and issubclass(cls, BaseAlgorithm)):
         raise ConfigError(f"agent.algo: {name!r} is not an SB3 algorithm class (a subclass of "
                           "stable_baselines3's BaseAlgorithm, e.g. of PPO or SAC)")

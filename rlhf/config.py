@@ -133,7 +133,9 @@ class RewardConfig:
 
 @dataclass
 class TeacherConfig:
-    kind: Literal["oracle", "irrational", "human"] = "oracle"
+    kind: str = "oracle"
+    """'oracle' or 'irrational' (simulated, B-Pref: the settings below), 'human' (a person in
+    the viewer), or 'module:attr' naming your own (``rlhf.teachers.TeacherFactory``)."""
     beta: float = math.inf
     """Boltzmann rationality: P(prefer a) = sigmoid(beta * (R_a - R_b)); inf = deterministic."""
     gamma: float = 1.0

@@ -198,10 +198,16 @@ def validate(cfg: Config) -> None:
     _check(cfg.agent.algo.strip() != "", "agent.algo",
            "must name an SB3 algorithm (PPO, A2C, SAC, TD3) or module:Class")
     _check_numbers(cfg)
-    if ":" not in cfg.query.strategy:  # a built-in name: known now (module:attr at run start)
+    # Built-in names are known now; a module:attr is imported at run start.
+    if ":" not in cfg.query.strategy:
         from rlhf.queries import make_strategy
 
         make_strategy(cfg.query.strategy)
+    if ":" not in cfg.teacher.kind:
+        from rlhf.registry import lookup
+        from rlhf.teachers import TEACHERS
+
+        lookup(cfg.teacher.kind, TEACHERS, "teacher.kind", "your own teacher factory")
     _check(cfg.agent.pretrain_steps < cfg.loop.total_timesteps, "agent.pretrain_steps",
            f"{cfg.agent.pretrain_steps} leaves none of loop.total_timesteps "
            f"({cfg.loop.total_timesteps}) for learning from preferences")

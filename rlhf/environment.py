@@ -23,7 +23,6 @@ import difflib
 import importlib
 import os
 import sys
-import traceback
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
@@ -31,6 +30,7 @@ import gymnasium as gym
 import numpy as np
 
 from rlhf.config import Config, ConfigError, EnvConfig
+from rlhf.registry import describe_exception, import_user_module
 
 # MuJoCo picks its OpenGL backend when it is first imported. GLFW needs a display; on a
 # headless Linux machine EGL works (OSMesa is often missing). Set before any env is made.
@@ -269,31 +269,6 @@ def needs_recorded_frames(cfg: Config) -> bool:
 # -- making envs from config -------------------------------------------------------------
 
 
-def import_user_module(name: str, key: str) -> Any:
-    """Import a module named in the config (``key`` names the config key for errors).
-
-    The current directory goes on ``sys.path`` (last, so it cannot shadow installed
-    packages), as ``python -m`` would put it: the ``rlhf`` console script does not, and
-    ``my_env:MyEnv`` for a ``my_env.py`` beside the config is the first thing a user tries.
-    Any exception while importing becomes one line naming the module, the error and where
-    it was raised.
-    """
-    cwd = os.getcwd()
-    if cwd not in sys.path and "" not in sys.path:
-        sys.path.append(cwd)
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as e:
-        if e.name is not None and (name == e.name or name.startswith(e.name + ".")):
-            raise ConfigError(f"{key}: no module named {name!r}: install the package that "
-                              "provides it (pip install -e .), or run from the directory "
-                              "that contains it") from None
-        raise ConfigError(f"{key}: importing {name!r} failed: it needs module {e.name!r}, "
-                          "which is not installed") from None
-    except Exception as e:  # the user's module itself is broken; say where
-        raise ConfigError(f"{key}: importing {name!r} raised {describe_exception(e)}") from None
-
-
 def import_modules(names: list[str], key: str = "env.imports") -> None:
     for name in names:
         import_user_module(name, key)
@@ -456,11 +431,3 @@ def nonfinite(obs: Any) -> str | None:
             index = "".join(f"[{i}]" for i in where)
             return f"{name}{index} = {arr[where] if arr.ndim else arr.item()}"
     return None
-
-
-def describe_exception(e: BaseException) -> str:
-    """``TypeName: message (at file.py:42)`` for the innermost frame of ``e``'s traceback."""
-    frames = traceback.extract_tb(e.__traceback__)
-    where = f" (at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno})" if frames else ""
-    message = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    return f"{type(e).__name__}: {message}{where}" if message else f"{type(e).__name__}{where}"

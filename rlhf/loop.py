@@ -102,8 +102,10 @@ class Run:
         preflight(cfg)
         record_components(cfg, {"teacher": teacher, "strategy": strategy, "score": score},
                           resume)
-        self.teacher = teacher or make_teacher(
-            cfg.teacher, np.random.default_rng([cfg.seed, 1]), score=score)
+        teacher_rng = np.random.default_rng([cfg.seed, 1])
+        if teacher is not None and getattr(teacher, "rng", False) is None:
+            teacher.rng = teacher_rng  # a script's teacher without its own: the run's stream
+        self.teacher = teacher or make_teacher(cfg.teacher, teacher_rng, score=score)
         self.strategy = strategy or make_strategy(cfg.query.strategy)
         self.envs: EnvStack = make_env_stack(cfg, use_next_obs=cfg.reward.use_next_obs,
                                              deferred=relabel_per_rollout(cfg))

@@ -16,6 +16,7 @@ from typing import Protocol
 import numpy as np
 
 from rlhf.errors import ConfigError
+from rlhf.registry import lookup, make
 
 
 class QueryStrategy(Protocol):
@@ -63,16 +64,8 @@ STRATEGIES: dict[str, type[QueryStrategy]] = {
 def make_strategy(name: str) -> QueryStrategy:
     """``query.strategy``: a name in ``STRATEGIES`` or ``module:attr`` naming a class (or a
     function of no arguments) that makes a ``QueryStrategy``; ConfigError otherwise."""
-    if name in STRATEGIES:
-        return STRATEGIES[name]()
-    if ":" not in name:
-        raise ConfigError(f"query.strategy: {name!r} is not one of {', '.join(STRATEGIES)}, "
-                          "nor a 'module:attr' naming your own strategy")
-    from rlhf.environment import import_user_module
-
-    module_name, _, attr = name.partition(":")
-    factory = getattr(import_user_module(module_name, "query.strategy"), attr, None)
-    strategy = factory() if callable(factory) else None
+    factory = lookup(name, STRATEGIES, "query.strategy", "your own strategy")
+    strategy = make(factory, "query.strategy", name) if callable(factory) else None
     if not callable(getattr(strategy, "scores", None)):
         raise ConfigError(f"query.strategy: {name!r} does not make a query strategy (an object "
                           "with scores(returns_a, returns_b) -> (K,) scores; see rlhf.queries)")

@@ -11,7 +11,6 @@ flipped with probability ``mistake``.
 
 from __future__ import annotations
 
-import importlib
 import math
 from collections.abc import Callable, Sequence
 from typing import Protocol
@@ -21,6 +20,7 @@ import numpy as np
 from rlhf.clips import Clip
 from rlhf.config import ConfigError, TeacherConfig
 from rlhf.faults import failpoint
+from rlhf.registry import lookup, make
 from rlhf.store import Query, Store
 
 ScoreFn = Callable[[Clip], np.ndarray]
@@ -55,7 +55,9 @@ class SimulatedTeacher:
         self.beta, self.gamma, self.mistake = beta, gamma, mistake
         self.skip_threshold, self.equal_threshold = skip_threshold, equal_threshold
         self.relative_thresholds = relative_thresholds
-        self.rng = rng if rng is not None else np.random.default_rng(0)
+        self.rng = rng
+        """None until a run gives it the run's teacher stream (``default_rng([seed, 1])``);
+        used standalone without one, it draws from a fresh, unseeded generator."""
         self.name = name
 
     def clip_return(self, clip: Clip) -> float:
@@ -72,6 +74,8 @@ class SimulatedTeacher:
         ra, rb = self.clip_return(clip_a), self.clip_return(clip_b)
         # Draw every random number for every pair, so one answer's branch never shifts the
         # random stream of the next (same seed, same labels, whatever the thresholds).
+        if self.rng is None:
+            self.rng = np.random.default_rng()
         u_pref, u_mistake = self.rng.random(2)
         if self.skip_threshold is not None and max(ra, rb) < self.skip_threshold * scale:
             return "skip"
@@ -120,23 +124,45 @@ def load_score_fn(spec: str | None, key: str = "teacher.score") -> ScoreFn:
     """Import ``module:function``; None gives the env's own reward."""
     if spec is None:
         return true_reward
-    module_name, _, attr = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise ConfigError(f"{key}: cannot import module {module_name!r}: {e}") from None
-    fn = getattr(module, attr, None)
+    fn = lookup(spec, {}, key, "a scoring function (clip -> (T,) per-step scores)")
     if not callable(fn):
-        raise ConfigError(f"{key}: module {module_name!r} has no function {attr!r}")
+        raise ConfigError(f"{key}: {spec!r} is a {type(fn).__name__}, not a function "
+                          "(clip -> (T,) per-step scores)")
     return fn
+
+
+TeacherFactory = Callable[[TeacherConfig, np.random.Generator, ScoreFn], Teacher]
+"""What ``teacher.kind: module:attr`` names: a class or function taking the teacher config,
+the run's teacher RNG stream and the configured scoring function, returning a Teacher."""
+
+
+def _simulated(cfg: TeacherConfig, rng: np.random.Generator, score: ScoreFn) -> Teacher:
+    return SimulatedTeacher(
+        score=score, beta=cfg.beta, gamma=cfg.gamma, mistake=cfg.mistake,
+        skip_threshold=cfg.skip_threshold, equal_threshold=cfg.equal_threshold, rng=rng,
+        name=cfg.kind, relative_thresholds=cfg.relative_thresholds)
+
+
+TEACHERS: dict[str, TeacherFactory] = {
+    "oracle": _simulated,  # with the default settings: always the better clip
+    "irrational": _simulated,  # B-Pref's settings (beta, mistake, thresholds) by name
+    "human": lambda cfg, rng, score: HumanTeacher(),
+}
+"""``teacher.kind``'s built-in names; anything else is ``module:attr`` (a TeacherFactory)."""
 
 
 def make_teacher(cfg: TeacherConfig, rng: np.random.Generator,
                  score: ScoreFn | None = None) -> Teacher:
-    if cfg.kind == "human":
-        return HumanTeacher()
-    return SimulatedTeacher(
-        score=score or load_score_fn(cfg.score), beta=cfg.beta, gamma=cfg.gamma,
-        mistake=cfg.mistake, skip_threshold=cfg.skip_threshold,
-        equal_threshold=cfg.equal_threshold, rng=rng, name=cfg.kind,
-        relative_thresholds=cfg.relative_thresholds)
+    """The teacher ``teacher.kind`` names; ConfigError naming the key otherwise."""
+    what = "a teacher factory (teacher config, rng, score) -> Teacher"
+    factory = lookup(cfg.kind, TEACHERS, "teacher.kind", what)
+    if not callable(factory):
+        raise ConfigError(f"teacher.kind: {cfg.kind!r} is a {type(factory).__name__}, not {what}")
+    teacher = make(factory, "teacher.kind", cfg.kind, cfg, rng, score or load_score_fn(cfg.score))
+    if not (callable(getattr(teacher, "ask", None))
+            and isinstance(getattr(teacher, "synchronous", None), bool)
+            and isinstance(getattr(teacher, "name", None), str)):
+        raise ConfigError(f"teacher.kind: {cfg.kind!r} made a {type(teacher).__name__}, which is "
+                          "not a Teacher (it needs ask(store, queries, clips), a bool "
+                          "'synchronous' and a str 'name'; see rlhf.teachers)")
+    return teacher
