@@ -15,8 +15,9 @@ Experiments (``--experiments``, default all):
 - ``irrational``: HalfCheetah, 700 labels, a B-Pref-style teacher (mistake 0.1, β = 1,
   'equal' below a tenth of the batch's mean clip return, B-Pref's 'equal' teacher).
 - ``queries``: HalfCheetah at 400 labels with random, disagreement and entropy selection.
-- With the task ``halfcheetah_sac`` (SAC, PEBBLE-style, 100 labels in 100k steps), ``main``
-  runs it against SAC on the true reward; ``sac-sweep``: 25, 50 and 200 labels;
+- With the tasks ``halfcheetah_sac`` (SAC, PEBBLE-style, 100 labels in 100k steps) and
+  ``walker2d_sac`` (200 labels, fixed horizon), ``main`` runs each against SAC on the true
+  reward; for HalfCheetah, ``sac-sweep``: 25, 50 and 200 labels;
   ``sac-ablation``: without unsupervised pre-training, and without relabelling.
 
 Every job (one RLHF run, or one PPO baseline) runs in its own process and writes
@@ -59,6 +60,12 @@ class Task:
     """Overrides for ``--quick``: small budgets, a sanity check that the suite runs."""
 
 
+SAC_QUICK = ("loop.total_timesteps=3000", "loop.total_labels=20", "loop.iterations=2",
+             "eval.every=2", "eval.episodes=1", "agent.pretrain_steps=600",
+             "agent.kwargs.learning_starts=200", "agent.kwargs.buffer_size=5000",
+             "reward.hidden=[32, 32]", "env.max_episode_steps=200")
+"""--quick for the SAC tasks: the whole PEBBLE loop in a few thousand steps."""
+
 TASKS: dict[str, Task] = {
     "pendulum": Task("configs/pendulum.yaml",
                      ("loop.total_timesteps=16384", "loop.total_labels=60",
@@ -71,12 +78,8 @@ TASKS: dict[str, Task] = {
                    ("loop.total_timesteps=20480", "loop.total_labels=60",
                     "loop.iterations=8", "eval.every=4", "eval.episodes=2",
                     "loop.initial_timesteps=1000")),
-    "halfcheetah_sac": Task("configs/halfcheetah_sac.yaml",
-                            ("loop.total_timesteps=3000", "loop.total_labels=20",
-                             "loop.iterations=2", "eval.every=2", "eval.episodes=1",
-                             "agent.pretrain_steps=600", "agent.kwargs.learning_starts=200",
-                             "agent.kwargs.buffer_size=5000", "reward.hidden=[32, 32]",
-                             "env.max_episode_steps=200")),
+    "halfcheetah_sac": Task("configs/halfcheetah_sac.yaml", SAC_QUICK),
+    "walker2d_sac": Task("configs/walker2d_sac.yaml", SAC_QUICK),
     "reach2d": Task("configs/reach2d.yaml",
                     ("loop.total_timesteps=20480", "loop.total_labels=60",
                      "loop.iterations=5", "eval.every=5", "eval.episodes=5")),
