@@ -39,6 +39,7 @@ from rlhf.config import AgentConfig, Config, ConfigError
 from rlhf.environment import env_factory, needs_recorded_frames
 from rlhf.io import atomic_write_bytes
 from rlhf.registry import lookup
+from rlhf.rundir import POLICY
 from rlhf.sb3_settings import checked_kwargs
 from rlhf.wrappers import LearnedRewardVecEnv
 
@@ -259,7 +260,7 @@ def load_trained_agent(cfg: Config, env: VecEnv, checkpoint: Path) -> BaseAlgori
         agent_cfg = dataclasses.replace(agent_cfg, kwargs={**agent_cfg.kwargs, "buffer_size": 1})
     agent = make_agent(agent_cfg, env, seed=None, total_timesteps=cfg.loop.total_timesteps)
     set_random_seed(cfg.seed)
-    load_policy(agent, checkpoint / "policy.zip")
+    load_policy(agent, checkpoint / POLICY)
     return agent
 
 

@@ -45,11 +45,7 @@ from rlhf.replay import (
     save_replay_buffer,
 )
 from rlhf.reward.model import RewardModel
-
-POLICY = "policy.zip"
-OBS_RMS = "obs_rms.npz"
-REPLAY = "replay.zip"
-"""An agent's files in a checkpoint directory (``checkpoint.py`` owns the others)."""
+from rlhf.rundir import OBS_RMS, POLICY, REPLAY
 
 
 @runtime_checkable

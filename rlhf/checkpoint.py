@@ -32,7 +32,7 @@ from rlhf.agents import Agent
 from rlhf.faults import failpoint
 from rlhf.io import SaveError, atomic_write_text, fix_for, fsync_dir, save_error, saving
 from rlhf.reward.trainer import RewardTrainer
-from rlhf.rundir import LATEST, CheckpointError
+from rlhf.rundir import LATEST, STATE, TRAINER, CheckpointError
 
 KEEP = 2
 
@@ -72,11 +72,11 @@ def _save(checkpoints: Path, iteration: int, agent: Agent, trainer: RewardTraine
         agent.save(tmp)  # the policy (and a replay buffer, for an off-policy agent)
         failpoint("checkpoint")
         trainer.model.save(tmp)
-        save_file(trainer_tensors(trainer), str(tmp / "trainer.safetensors"))
+        save_file(trainer_tensors(trainer), str(tmp / TRAINER))
         state = {"iteration": iteration, "timesteps": int(agent.sb3.num_timesteps),
                  "rng_states": {k: g.bit_generator.state for k, g in rngs.items()},
                  "trainer": {"weight_decay": trainer.weight_decay, "fits": trainer.fits}}
-        (tmp / "state.json").write_text(json.dumps(state))
+        (tmp / STATE).write_text(json.dumps(state))
         for f in tmp.iterdir():
             with open(f, "rb+") as fh:
                 os.fsync(fh.fileno())
@@ -104,9 +104,24 @@ def _save(checkpoints: Path, iteration: int, agent: Agent, trainer: RewardTraine
     return final
 
 
+def restore(path: Path, agent: Agent, trainer: RewardTrainer,
+            rngs: dict[str, np.random.Generator]) -> CheckpointState:
+    """Load the checkpoint ``save`` wrote at ``path`` into the run's agent (policy, optimiser,
+    timestep count, replay buffer), reward model and trainer, and NumPy RNG streams (by
+    name, as ``save`` was given them); returns its state. Damage is a CheckpointError."""
+    state = load_state(path)
+    agent.load(path, state.timesteps)
+    trainer.model.load_weights(path)
+    restore_trainer(trainer, path, state.trainer)
+    for name, gen in rngs.items():
+        if name in state.rng_states:
+            gen.bit_generator.state = state.rng_states[name]
+    return state
+
+
 def load_state(path: Path) -> CheckpointState:
     """Read and check ``state.json``; anything damaged is a CheckpointError naming it."""
-    file = path / "state.json"
+    file = path / STATE
     try:
         state = json.loads(file.read_bytes().decode("utf-8"))
     except FileNotFoundError:
@@ -172,7 +187,7 @@ def _one_line(e: BaseException) -> str:
 def _earlier(path: Path) -> str:
     """The way out of a damaged checkpoint: resume from an earlier, complete one."""
     others = sorted(p.name for p in path.parent.glob("it-*")
-                    if p != path and (p / "state.json").is_file())
+                    if p != path and (p / STATE).is_file())
     if others:
         return (f"the checkpoint cannot be resumed: to resume from the previous one, write "
                 f"{others[-1]} into {path.parent / LATEST}")
@@ -194,7 +209,7 @@ def trainer_tensors(trainer: RewardTrainer) -> dict[str, torch.Tensor]:
 def restore_trainer(trainer: RewardTrainer, path: Path, info: dict[str, Any]) -> None:
     """Load ``trainer.safetensors`` into ``trainer``, after checking every entry: a wrongly
     shaped optimiser state would only fail (or silently mistrain) at the next fit."""
-    file = path / "trainer.safetensors"
+    file = path / TRAINER
     try:
         tensors = load_file(str(file))
     except FileNotFoundError:

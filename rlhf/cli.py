@@ -24,8 +24,8 @@ from rlhf.config import ConfigError, load_config
 from rlhf.io import SaveError
 from rlhf.lock import RunLocked
 from rlhf.render import RenderError
-from rlhf.reward.model import RewardModelError
-from rlhf.rundir import Interrupted, RunDir, RunDirError
+from rlhf.reward.model import WEIGHTS, RewardModelError
+from rlhf.rundir import OBS_RMS, POLICY, Interrupted, RunDir, RunDirError
 from rlhf.store import Store, StoreError
 from rlhf.video import VideoError
 from rlhf.viewer import ViewerError
@@ -111,8 +111,8 @@ def run_status(run_dir: str | Path) -> dict:
     latest = run.latest_checkpoint()
     status["checkpoints"] = {
         "latest": None if latest is None else str(latest),
-        "policy": latest is not None and (latest / "policy.zip").exists(),
-        "reward_model": latest is not None and (latest / "reward_model.safetensors").exists(),
+        "policy": latest is not None and (latest / POLICY).exists(),
+        "reward_model": latest is not None and (latest / WEIGHTS).exists(),
     }
     return status
 
@@ -153,11 +153,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         # A bad path is refused before any work; nothing of the run is ever written over.
         check_video_path(args.video, force=args.force, protected=[run.path])
-    env = eval_env(cfg, obs_rms_path=latest / "obs_rms.npz", seed=EVAL_SEED_OFFSET)
+    env = eval_env(cfg, obs_rms_path=latest / OBS_RMS, seed=EVAL_SEED_OFFSET)
     recorder = recording = None
     try:
         if args.video is not None:  # an env without frames: refused before any episode
-            recorder = VideoRecorder(cfg, obs_rms_path=latest / "obs_rms.npz")
+            recorder = VideoRecorder(cfg, obs_rms_path=latest / OBS_RMS)
         agent = load_trained_agent(cfg, env, latest)
         returns = true_returns(agent, env, args.episodes, deterministic=not args.stochastic)
         if recorder is not None:

@@ -29,14 +29,13 @@ from tqdm import tqdm
 from rlhf import agents, checkpoint
 from rlhf.agent import EnvStack, eval_env, make_env_stack, relabel_per_rollout
 from rlhf.checkenv import preflight
-from rlhf.clips import Clip
 from rlhf.config import Config, ConfigError
 from rlhf.environment import EnvError
 from rlhf.evaluate import reward_correlation, true_returns
-from rlhf.faults import failpoint
 from rlhf.io import saving
+from rlhf.preferences import PreferenceLearner, trainable
 from rlhf.progress import IterationRecord, Progress
-from rlhf.queries import QueryStrategy, RandomQueries, make_strategy, select_pairs
+from rlhf.queries import QueryStrategy, make_strategy
 from rlhf.resume import record_components
 from rlhf.reward.model import FeatureSpec, RewardModel
 from rlhf.reward.trainer import FitStats, RewardTrainer
@@ -133,14 +132,11 @@ class Run:
             self.lock.release()
             self.envs.close()
             raise
-        # Every stored clip of this run, by id, without recorded frames: the reward model
-        # and teachers never need them, and they would hold ~1 MB per clip for the whole run.
-        self.clips: dict[int, Clip] = {}
+        self.learner = PreferenceLearner(self.trainer, self.store, self.teacher, self.strategy,
+                                         self.rng, cfg.query.candidates)
         # A person answers at their own pace: by default the agent keeps training on the
         # current reward model meanwhile (Christiano et al.), refitting as labels land.
         self.asynchronous = not self.teacher.synchronous and cfg.teacher.asynchronous
-        self.fitted_labels = 0  # trainable labels at the last fit
-        self.last_fit: FitStats | None = None
         self.bar = tqdm(total=cfg.loop.total_timesteps, unit="step", disable=not progress,
                         dynamic_ncols=True)
 
@@ -182,25 +178,8 @@ class Run:
                                   "to ask anything: raise loop.initial_timesteps (or lower "
                                   "loop.clip_length)")
             return
-        model_ready = bool(self.trainer.model.fitted)
-        returns = (self.trainer.clip_member_returns(pool) if model_ready
-                   else np.zeros((self.trainer.model.members, len(pool))))
-        strategy = self.strategy if model_ready else RandomQueries()
-        # Never ask about the same pair twice: exclude pool pairs already in the store.
-        index_of = {c.id: i for i, c in enumerate(pool) if c.id is not None}
-        asked = {(index_of[a], index_of[b]) for a, b in self.store.asked_pairs(list(index_of))}
-        pairs = select_pairs(strategy, returns, n, self.cfg.query.candidates, self.rng,
-                             exclude=asked)
-        # Store each clip once: a clip already stored (asked about before) keeps its id.
-        new = [int(i) for i in np.unique(pairs) if pool[i].id is None]
-        for i, clip in zip(new, self.store.add_clips([pool[i] for i in new]), strict=True):
-            pool[i] = clip
-            self.envs.collector.replace(i, clip)
-            self.clips[clip.id] = clip.without_frames()
-        failpoint("ask")
-        queries = self.store.add_queries([(pool[a].id, pool[b].id) for a, b in pairs],
-                                         iteration)
-        self.teacher.ask(self.store, queries, self.clips)
+        for i, clip in self.learner.ask(pool, n, iteration):
+            self.envs.collector.replace(i, clip)  # stored once: asked again, it keeps its id
 
     def wait_for_labels(self, done: Callable[[dict[str, int]], bool],
                         missing: Callable[[dict[str, int]], int],
@@ -233,8 +212,8 @@ class Run:
         for _ in range(5 if self.teacher.synchronous else 10**9):
             if self.asynchronous:
                 self.wait_for_labels(
-                    lambda c: _trainable(c) >= need or c["pending"] == 0,
-                    lambda c: max(0, min(need - _trainable(c), c["pending"])))
+                    lambda c: trainable(c) >= need or c["pending"] == 0,
+                    lambda c: max(0, min(need - trainable(c), c["pending"])))
             stats = self.fit()
             if stats is not None:
                 return stats
@@ -249,32 +228,18 @@ class Run:
         """Asynchronous teacher: refit once ``teacher.min_new_labels`` new trainable labels
         have landed since the last fit; otherwise keep the current reward model."""
         counts = self.store.counts()
-        new = _trainable(counts) - self.fitted_labels
+        new = trainable(counts) - self.learner.fitted_labels
         self.bar.set_postfix_str(f"labels {counts['labels']} ({new} new, {counts['pending']} "
                                  "pending)")
         if new < self.cfg.teacher.min_new_labels:
             return None
         return self.fit()
 
-    def _load_clips(self, ids: np.ndarray | list[int]) -> None:
-        """Bring stored clips not yet in memory (a resumed run, a person's labels) into
-        ``self.clips``, without their frames."""
-        missing = sorted({int(i) for i in np.ravel(ids)} - self.clips.keys())
-        self.clips.update({c.id: c.without_frames() for c in self.store.get_clips(missing)})
-
     def fit(self) -> FitStats | None:
         """Refit the reward model on all labels so far; hand the new reward to the agent."""
-        pair_ids, mu = self.store.preferences()
-        if len(mu) == 0:
-            return None
-        self._load_clips(pair_ids)
-        self.trainer.sync(pair_ids, mu, self.clips)
-        stats = self.trainer.fit()
-        self.fitted_labels, self.last_fit = len(mu), stats
-        if self.cfg.reward.normalize:
-            recent = list(self.envs.collector.pool)[-256:]
-            self.trainer.update_output_stats(recent or list(self.clips.values()))
-        self.agent.on_reward_fit(self.trainer.model)
+        stats = self.learner.fit(recent=list(self.envs.collector.pool)[-256:])
+        if stats is not None:
+            self.agent.on_reward_fit(self.trainer.model)
         return stats
 
     def train_agent(self, steps: int) -> None:
@@ -314,22 +279,12 @@ class Run:
         """
         path = self.dir.latest_checkpoint()
         if path is not None:
-            state = checkpoint.load_state(path)
-            self.agent.load(path, state.timesteps)
+            state = checkpoint.restore(path, self.agent, self.trainer, self.rngs())
             self.bar.update(state.timesteps)
-            self.trainer.model.load_weights(path)
-            checkpoint.restore_trainer(self.trainer, path, state.trainer)
-            for name, gen in self.rngs().items():
-                if name in state.rng_states:
-                    gen.bit_generator.state = state.rng_states[name]
             if bool(self.trainer.model.fitted):
                 self.envs.learned.set_reward_fn(self.trainer.model.reward_fn())
         self.progress.restore(None if path is None else state.iteration)
-        if self.teacher.synchronous:
-            pending = self.store.pending_queries()
-            if pending:
-                self._load_clips([i for q in pending for i in (q.clip_a, q.clip_b)])
-                self.teacher.ask(self.store, pending, self.clips)
+        self.learner.answer_pending()
         return 0 if path is None else state.iteration + 1
 
     def record(self, iteration: int, stats: FitStats | None, eval_return: float | None,
@@ -420,7 +375,7 @@ def run(cfg: Config, *, teacher: Teacher | None = None, strategy: QueryStrategy 
             done = 0
         for it in range(max(start, 1), lp.iterations + 1):
             t0 = time.perf_counter()
-            r.last_fit = None
+            r.learner.last_fit = None
             if ends[it] > r.sb3.num_timesteps:
                 r.train_agent(ends[it] - r.sb3.num_timesteps)
             # Ask up to the schedule's running total: a resumed iteration asks only what is
@@ -430,7 +385,7 @@ def run(cfg: Config, *, teacher: Teacher | None = None, strategy: QueryStrategy 
                 r.refit_if_due()  # as during training: only once enough new labels landed
             else:
                 r.fit()
-            stats = r.last_fit  # None if the reward model was not refitted this iteration
+            stats = r.learner.last_fit  # None: the reward model was not refitted this time
             eval_return = r.evaluate() if it in evaluated else None
             # Metrics first: a kill between the two loses no row (resume drops rows newer
             # than the checkpoint it continues from).
@@ -471,11 +426,6 @@ def _sigterm_raises_interrupt() -> Any:
         return signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not the main thread: leave signals alone
         return signal.getsignal(signal.SIGTERM)
-
-
-def _trainable(counts: dict[str, int]) -> int:
-    """Labels the reward model can learn from (skips are not)."""
-    return counts["labels"] - counts["skipped"]
 
 
 def _mean_episode_return(agent: BaseAlgorithm) -> float:

@@ -40,6 +40,10 @@ from rlhf.io import atomic_write_text, saving
 from rlhf.lock import LOCK_NAME, TrainerLock
 
 LATEST = "LATEST"
+STATE, TRAINER = "state.json", "trainer.safetensors"
+POLICY, OBS_RMS, REPLAY = "policy.zip", "obs_rms.npz", "replay.zip"
+"""A checkpoint's files, named once (the reward model's are in rlhf.reward.model): the
+checkpoint module writes the first two, the agent the others."""
 RUN_FILES = frozenset({"config.yaml", "store.sqlite", "store.sqlite-wal", "store.sqlite-shm",
                        "store.sqlite-journal", "status.json", "metrics.csv", "checkpoints",
                        "tb", LOCK_NAME})
@@ -105,7 +109,7 @@ class RunDir:
         def refuse(problem: str) -> CheckpointError:
             # The way out that loses nothing: point LATEST at a complete checkpoint.
             complete = sorted(p.name for p in self.checkpoints.glob("it-*") if not
-                              p.is_symlink() and (p / "state.json").is_file())
+                              p.is_symlink() and (p / STATE).is_file())
             fix = (f"write the newest complete checkpoint's name, {complete[-1]}, into it"
                    if complete else "no complete checkpoint is left to point it at")
             return CheckpointError(f"{pointer} {problem}; {fix}")
@@ -129,7 +133,7 @@ class RunDir:
         if path.is_symlink() and not path.resolve().is_relative_to(root):
             raise refuse(f"names {name}, a link to {path.resolve()} outside "
                          f"{self.checkpoints}; refused")
-        if not (path / "state.json").is_file():
+        if not (path / STATE).is_file():
             raise refuse(f"names {name}, which is incomplete or missing (the run directory "
                          "was changed outside rlhf)")
         return path

@@ -67,7 +67,7 @@ def cmd_score(args: argparse.Namespace) -> None:
     from rlhf.agent import load_trained_agent, make_agent
     from rlhf.config import load_config
     from rlhf.loop import run
-    from rlhf.rundir import RunDir
+    from rlhf.rundir import OBS_RMS, RunDir
 
     rows = []
     for seed in args.seeds:
@@ -87,7 +87,7 @@ def cmd_score(args: argparse.Namespace) -> None:
         if cfg.agent.normalize_obs:
             from rlhf.agent import load_obs_rms
 
-            load_obs_rms(env, latest / "obs_rms.npz")
+            load_obs_rms(env, latest / OBS_RMS)
             rms = env.obs_rms
         rlhf_score = scripted_return(rlhf_agent, cfg, score, args.episodes, rms)
         env.close()

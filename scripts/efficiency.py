@@ -216,7 +216,7 @@ def _rlhf(cfg) -> tuple[list[list[float]], float, int, int]:
     from rlhf.agent import load_obs_rms, load_trained_agent
     from rlhf.evaluate import true_returns
     from rlhf.loop import run
-    from rlhf.rundir import RunDir
+    from rlhf.rundir import OBS_RMS, RunDir
 
     result = run(cfg, force=True, progress=False)
     curve = [[m["timesteps"], m["labels"], m["eval_return"]] for m in result.metrics
@@ -226,7 +226,7 @@ def _rlhf(cfg) -> tuple[list[list[float]], float, int, int]:
         # The loop evaluates the env's own reward; a scripted task is judged by its score.
         latest = RunDir.open(result.run_dir).latest_checkpoint()
         env = _eval_env(cfg, None)
-        load_obs_rms(env, latest / "obs_rms.npz")
+        load_obs_rms(env, latest / OBS_RMS)
         agent = load_trained_agent(cfg, env, latest)
         final = float(true_returns(agent, env, cfg.eval.episodes).mean())
         env.close()
