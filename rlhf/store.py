@@ -197,6 +197,11 @@ class Store:
         return out
 
     @_guarded
+    def clip_ids(self) -> list[int]:
+        """Every stored clip's id, in the order stored."""
+        return [i for (i,) in self.db.execute("SELECT id FROM clips ORDER BY id")]
+
+    @_guarded
     def get_clips(self, ids: list[int]) -> list[Clip]:
         """Clips by id, in the order asked."""
         if not ids:

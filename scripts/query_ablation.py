@@ -4,9 +4,10 @@
 Pool-based active learning on clips that earlier runs recorded (their ``store.sqlite``):
 the clips are split into a selection pool and held-out test clips; each strategy (random,
 disagreement, entropy) starts from the same ``--initial`` random labels and then asks
-``--round`` pairs at a time, chosen from the whole pool by the same ``select_pairs`` the
-loop uses, answered by a perfect simulated teacher, refitting the reward model (the
-config's ensemble and settings) after every round. After each round it measures the
+``--round`` pairs at a time from the whole pool, through the loop's own preference-learning
+room (``rlhf.preferences.PreferenceLearner``: selection, a fresh store, a perfect simulated
+teacher, the reward model with the config's ensemble and settings refitted after every
+round). After each round it measures the
 reward model on the test clips: pair accuracy (how often the ensemble's mean return orders
 two test clips as the true return does) and the Pearson correlation of its per-step reward
 with the true reward.
@@ -29,6 +30,7 @@ import dataclasses
 import json
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -42,23 +44,23 @@ from rlhf.config import Config, load_config  # noqa: E402
 from rlhf.environment import make_env  # noqa: E402
 from rlhf.evaluate import reward_correlation  # noqa: E402
 from rlhf.io import atomic_write_text  # noqa: E402
-from rlhf.queries import STRATEGIES, select_pairs  # noqa: E402
+from rlhf.preferences import PreferenceLearner  # noqa: E402
+from rlhf.queries import STRATEGIES, make_strategy  # noqa: E402
 from rlhf.reward.model import FeatureSpec, RewardModel  # noqa: E402
 from rlhf.reward.trainer import RewardTrainer  # noqa: E402
-from rlhf.store import MU, Store  # noqa: E402
+from rlhf.store import Store  # noqa: E402
 from rlhf.teachers import SimulatedTeacher  # noqa: E402
 
 
 def load_clips(stores: list[Path]) -> list[Clip]:
-    """Every clip of ``stores`` without frames, re-numbered 0..N-1 (ids must be unique)."""
+    """Every clip of ``stores``, without frames."""
     clips: list[Clip] = []
     for path in stores:
         if not path.is_file():
             raise SystemExit(f"query_ablation: {path}: no such store")
-        with Store(path) as store:
-            ids = [i for (i,) in store.db.execute("SELECT id FROM clips ORDER BY id")]
-            clips += [c.without_frames() for c in store.get_clips(ids)]
-    return [dataclasses.replace(c, id=i) for i, c in enumerate(clips)]
+        with Store(path, readonly=True) as store:
+            clips += [c.without_frames() for c in store.get_clips(store.clip_ids())]
+    return clips
 
 
 def test_pairs(returns: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -71,38 +73,37 @@ def test_pairs(returns: np.ndarray, n: int, rng: np.random.Generator) -> np.ndar
 
 def run_strategy(cfg: Config, spec: FeatureSpec, strategy: str, seed: int, pool: list[Clip],
                  test: list[Clip], pairs_test: np.ndarray, initial: int, round_size: int,
-                 budget: int) -> list[dict[str, float]]:
-    """One strategy and seed: the measurements after each round, (labels, accuracy, corr)."""
-    rng = np.random.default_rng([seed, 7])
+                 budget: int, workdir: Path) -> list[dict[str, float]]:
+    """One strategy and seed, through the loop's own preference-learning room (a fresh store
+    in ``workdir``): the measurements after each round, (labels, accuracy, corr).
+
+    ``pool``: clips without ids (the store gives them theirs). Every strategy gets the same
+    learner stream, so the first round (random: nothing is fitted yet) asks the same pairs.
+    """
     model = RewardModel(spec, cfg.reward.ensemble, cfg.reward.hidden, seed=seed,
                         clip_reward=cfg.reward.clip_reward)
     trainer = RewardTrainer(model, cfg.reward, cfg.loop.clip_length, seed=seed)
-    teacher = SimulatedTeacher()  # perfect: the better true return, 'equal' on a tie
+    # Perfect: the better true return, 'equal' on a tie; it draws nothing.
+    teacher = SimulatedTeacher(rng=np.random.default_rng(seed))
     true_test = np.array([teacher.clip_return(c) for c in test])
-    by_id = {c.id: c for c in pool}
-    asked: set[tuple[int, int]] = set()
-    pairs: list[tuple[int, int]] = []
-    mu: list[float] = []
+    pool = list(pool)
     rows = []
-    while len(pairs) < budget:
-        n = min(initial if not pairs else round_size, budget - len(pairs))
-        if pairs:
-            returns = trainer.clip_member_returns(pool)
-            chosen = select_pairs(STRATEGIES[strategy](), returns, n, cfg.query.candidates,
-                                  rng, exclude=asked)
-        else:  # the same first labels for every strategy: nothing is fitted yet
-            chosen = select_pairs(STRATEGIES["random"](), np.zeros((1, len(pool))), n,
-                                  cfg.query.candidates, np.random.default_rng([seed, 8]))
-        asked |= {(int(a), int(b)) for a, b in chosen}
-        pairs += [(pool[a].id, pool[b].id) for a, b in chosen]
-        mu += [MU[teacher.answer(pool[a], pool[b])] for a, b in chosen]
-        trainer.sync(np.array(pairs, dtype=np.int64), np.array(mu, dtype=np.float32), by_id)
-        trainer.fit()
-        pred = trainer.clip_member_returns(test).mean(0)
-        d_pred = pred[pairs_test[:, 0]] - pred[pairs_test[:, 1]]
-        d_true = true_test[pairs_test[:, 0]] - true_test[pairs_test[:, 1]]
-        rows.append({"labels": len(pairs), "accuracy": float(np.mean(d_pred * d_true > 0)),
-                     "corr": reward_correlation(trainer.model, test)})
+    with Store(workdir / f"{strategy}-s{seed}.sqlite", create=True) as store:
+        learner = PreferenceLearner(trainer, store, teacher, make_strategy(strategy),
+                                    np.random.default_rng([seed, 7]), cfg.query.candidates)
+        asked = 0
+        while asked < budget:
+            n = min(initial if not asked else round_size, budget - asked)
+            for i, clip in learner.ask(pool, n, iteration=len(rows)):
+                pool[i] = clip
+            asked += n
+            learner.fit()
+            pred = trainer.clip_member_returns(test).mean(0)
+            d_pred = pred[pairs_test[:, 0]] - pred[pairs_test[:, 1]]
+            d_true = true_test[pairs_test[:, 0]] - true_test[pairs_test[:, 1]]
+            rows.append({"labels": learner.fitted_labels,
+                         "accuracy": float(np.mean(d_pred * d_true > 0)),
+                         "corr": reward_correlation(trainer.model, test)})
     return rows
 
 
@@ -169,7 +170,7 @@ def main() -> None:
     split = np.random.default_rng(12345).permutation(len(clips))
     n_test = int(len(clips) * args.test_fraction)
     test = [clips[i] for i in split[:n_test]]
-    pool = [dataclasses.replace(clips[i], id=k) for k, i in enumerate(split[n_test:])]
+    pool = [dataclasses.replace(clips[i], id=None) for i in split[n_test:]]
     pairs_test = test_pairs(np.array([c.rewards.sum() for c in test]), 2000,
                             np.random.default_rng(54321))
     results = {"config": args.config, "stores": [str(s) for s in args.stores],
@@ -179,8 +180,9 @@ def main() -> None:
     for seed in args.seeds:
         for s in args.strategies:
             t0 = time.perf_counter()
-            rows = run_strategy(cfg, spec, s, seed, pool, test, pairs_test, args.initial,
-                                args.round, args.budget)
+            with tempfile.TemporaryDirectory() as work:
+                rows = run_strategy(cfg, spec, s, seed, pool, test, pairs_test, args.initial,
+                                    args.round, args.budget, Path(work))
             results["runs"].append({"strategy": s, "seed": seed, "rows": rows})
             print(f"seed {seed} {s}: " + ", ".join(f"{r['labels']}: {r['accuracy']:.3f}"
                                                    for r in rows)
