@@ -4,7 +4,6 @@ the wrapper that turns any scoring function into an env reward for baselines."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any
 
 import gymnasium as gym
@@ -12,7 +11,7 @@ import numpy as np
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize
 
-from rlhf.clips import Clip
+from rlhf.clips import Clip, batch_of_one, flatten_obs
 from rlhf.config import Config
 from rlhf.environment import StateAdapter, make_env, state_adapter
 from rlhf.teachers import ScoreFn
@@ -38,28 +37,40 @@ def _terminated(clip: Clip) -> np.ndarray:
 
 class ScoreReward(gym.Wrapper):
     """Reward := the scripted score of each step, for a baseline trained directly on it and
-    for judging any policy by it. A score function takes clips: each step is scored as a
-    1-step clip with the state before the step, as the clip collector records it. The env's
-    own reward stays in ``info["env_reward"]``."""
+    for judging any policy by it. A score function takes clips: each step is scored as the
+    1-step clip the collector would record (observation before the step, flattened like the
+    collector's; action; the env's reward; done; the next observation; the state before the
+    step). The env's own reward stays in ``info["env_reward"]``."""
 
     def __init__(self, env: gym.Env, score: ScoreFn):
         super().__init__(env)
         self.score = score
         self.adapter: StateAdapter | None = None
+        self._obs: np.ndarray | None = None  # (D,) the observation the next action acts on
+
+    def _flat(self, obs: Any) -> np.ndarray:
+        return flatten_obs(self.observation_space, batch_of_one(obs))[0]
 
     def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
-        out = self.env.reset(**kwargs)
+        obs, info = self.env.reset(**kwargs)
         self.adapter = state_adapter(self.env)
-        return out
+        self._obs = self._flat(obs)
+        return obs, info
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        if self._obs is None:
+            raise gym.error.ResetNeeded("ScoreReward: call reset() before step()")
         state = self.adapter.get(self.env) if self.adapter is not None else None
         obs, reward, terminated, truncated, info = self.env.step(action)
-        clip = SimpleNamespace(obs=None, actions=np.asarray(action)[None],
-                               rewards=np.array([reward], np.float64),
-                               states=None if state is None else state[None])
+        last = self._flat(obs)
+        clip = Clip(obs=self._obs[None], actions=np.asarray(action)[None],
+                    rewards=np.array([reward], np.float64),
+                    dones=np.array([terminated or truncated]), last_obs=last,
+                    states=None if state is None else np.asarray(state)[None])
+        self._obs = last
         info["env_reward"] = reward
-        return obs, float(self.score(clip)[0]), terminated, truncated, info
+        score = float(np.asarray(self.score(clip), dtype=np.float64)[0])
+        return obs, score, terminated, truncated, info
 
 
 def score_vec_env(cfg: Config, score: ScoreFn, n_envs: int, seed: int,

@@ -252,10 +252,11 @@ class Store:
         """(clip_a, clip_b) of every query among ``clip_ids``."""
         if len(clip_ids) < 2:
             return []
-        marks = ",".join("?" * len(clip_ids))
-        return [(a, b) for a, b in self.db.execute(
-            f"SELECT clip_a, clip_b FROM queries WHERE clip_a IN ({marks}) "
-            f"AND clip_b IN ({marks})", [*clip_ids, *clip_ids])]
+        # Filtered here, not in SQL: an IN (...) list of a large pool's ids would pass
+        # SQLite's limit on bound variables, and a run has far fewer queries than clips.
+        among = set(clip_ids)
+        return [(a, b) for a, b in self.db.execute("SELECT clip_a, clip_b FROM queries")
+                if a in among and b in among]
 
     _EFFECTIVE = """
         SELECT l.* FROM labels l

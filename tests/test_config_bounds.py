@@ -92,6 +92,7 @@ def test_every_numeric_field_refuses_huge_negative_huge_and_nan(path, is_list):
     "reward.lr=.nan", "teacher.mistake=.nan", "teacher.beta=.nan", "loop.total_timesteps=1e18",
     "reward.hidden=[100000000]", "reward.hidden=[]", f"reward.hidden={[8] * 17}",
     "loop.clip_length=1e9", "query.pool_size=1e12", "viewer.width=1e9", "viewer.height=1e9",
+    "viewer.height=100",  # a small height was once reported under viewer.width
     "eval.episodes=1e9", "env.frame_size=1e9", "env.frame_memory_mb=.inf",
     "viewer.claim_seconds=1e9", "viewer.poll_seconds=1e9", "env.max_episode_steps=1e10",
     "teacher.skip_threshold=.inf", "teacher.equal_threshold=.nan", "reward.threads=1e6",

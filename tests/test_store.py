@@ -88,3 +88,17 @@ def test_refuses_missing_foreign_newer_and_corrupt_files(tmp_path):
     garbage.write_bytes(b"this is not a database at all" * 100)
     with pytest.raises(StoreError, match="corrupt"):
         Store(garbage)
+
+
+def test_asked_pairs_over_a_pool_larger_than_sqlites_variable_limit(tmp_path):
+    rng = np.random.default_rng(0)
+    with Store(tmp_path / "s.sqlite", create=True) as store:
+        # This SQLite allows many bound variables; builds with the default limit allow
+        # 32,766 (999 before 3.32). Lowered here, a 2,000-clip pool is past it.
+        store.db.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+        ids = [c.id for c in store.add_clips([_clip(rng, t=2, with_states=False)] * 2000)]
+        pairs = [(ids[0], ids[1]), (ids[-2], ids[-1]), (ids[5], ids[-1])]
+        store.add_queries(pairs, 0)
+        assert sorted(store.asked_pairs(ids)) == sorted(pairs)
+        assert store.asked_pairs(ids[:2]) == [(ids[0], ids[1])]  # only pairs among the ids
+        assert store.clip_ids() == ids

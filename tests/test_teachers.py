@@ -84,3 +84,29 @@ def test_relative_thresholds_scale_with_the_batch_returns(tmp_path):
             (query,) = store.add_queries([(a.id, b.id)], 0)
             teacher.ask(store, [query], {a.id: a, b.id: b})
             assert store.labels()[-1].choice == expected
+
+
+def test_score_reward_scores_each_step_as_the_collectors_clip():
+    """The baseline's reward is the score of the same clip the teacher would see: CartPole's
+    preset score reads observations and the episode end (it crashed on obs=None)."""
+    import gymnasium as gym
+
+    from rlhf.scores import ScoreReward, cartpole_upright
+
+    env = ScoreReward(gym.make("CartPole-v1"), cartpole_upright)
+    obs, _ = env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    seen, actions, scores, done = [obs], [], [], False
+    while not done:
+        actions.append(int(rng.integers(2)))
+        obs, score, terminated, truncated, info = env.step(actions[-1])
+        seen.append(obs)
+        scores.append(score)
+        assert info["env_reward"] == 1.0
+        done = terminated or truncated
+    t = len(actions)
+    clip = Clip(obs=np.array(seen[:-1]), actions=np.array(actions), rewards=np.ones(t),
+                dones=np.arange(t) == t - 1, last_obs=seen[-1])
+    assert np.allclose(scores, cartpole_upright(clip))
+    assert scores[-1] == -1.0  # the early termination is scored as the clip's end
+    env.close()
