@@ -41,6 +41,7 @@ from rlhf.io import atomic_write_bytes
 from rlhf.registry import lookup
 from rlhf.rundir import POLICY
 from rlhf.sb3_settings import checked_kwargs
+from rlhf.seeds import LOOP_EVAL
 from rlhf.wrappers import LearnedRewardVecEnv
 
 ALGOS: dict[str, type[BaseAlgorithm]] = {"PPO": PPO, "A2C": A2C, "SAC": SAC, "TD3": TD3}
@@ -52,8 +53,8 @@ stream 1), independent of the query and teacher draws."""
 FUSED_ADAM = {"eps": 1e-5, "fused": True}
 """The optimiser settings given to an SB3 policy that would get Adam with no settings of
 its own: SB3's Adam (``eps`` 1e-5, its default there), with torch's fused kernel, one op
-per step instead of a dozen per parameter tensor. Same update; PPO on HalfCheetah's
-256x256 networks spends 13-15% less CPU time (BENCHMARKS.md, "Fused Adam")."""
+per step instead of a dozen per parameter tensor. Same update, less CPU time
+(BENCHMARKS.md, "Fused Adam")."""
 ACTIVATIONS = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU, "elu": torch.nn.ELU,
                "leaky_relu": torch.nn.LeakyReLU, "gelu": torch.nn.GELU}
 
@@ -314,16 +315,12 @@ def load_obs_rms(env: VecEnv, path: Path) -> None:
     env.obs_rms.count = float(count)
 
 
-EVAL_SEED_OFFSET = 20_000
-"""``rlhf eval`` (and its ``--video``) seed their env with the run's seed plus this: initial
-states the training envs, seeded with the run's seed, do not start from."""
-
-
 def eval_env(cfg: Config, train_env: VecEnv | None = None, obs_rms_path: Path | None = None,
-             seed: int = 10_000, record_frames: bool = False) -> VecEnv:
+             seed: int = LOOP_EVAL, record_frames: bool = False) -> VecEnv:
     """An env for true-reward evaluation, normalising observations like the agent's (from
     ``train_env``'s statistics, or a checkpoint's ``obs_rms_path``), seeded ``cfg.seed +
-    seed``; ``record_frames`` renders frames into ``info`` (``rlhf eval --video``)."""
+    seed`` (an offset from ``rlhf.seeds``); ``record_frames`` renders frames into ``info``
+    (``rlhf eval --video``)."""
     venv: VecEnv = DummyVecEnv([env_factory(cfg.env, record_state=False,
                                             record_frames=record_frames)])
     venv.seed(cfg.seed + seed)

@@ -107,7 +107,7 @@ def run_status(run_dir: str | Path) -> dict:
     run = RunDir.open(run_dir)
     with Store(run.store, readonly=True) as store:  # a reader: a read-only run works too
         counts = store.counts()
-    status = {**run.read_status(), **counts, "run_dir": str(run.path)}
+    status = {**run.read_status(), **counts.as_dict(), "run_dir": str(run.path)}
     latest = run.latest_checkpoint()
     status["checkpoints"] = {
         "latest": None if latest is None else str(latest),
@@ -134,8 +134,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from rlhf.agent import EVAL_SEED_OFFSET, eval_env, load_trained_agent
+    from rlhf.agent import eval_env, load_trained_agent
     from rlhf.evaluate import true_returns
+    from rlhf.seeds import CLI_EVAL
 
     video_opts = {"--video-episodes": args.video_episodes, "--video-fps": args.video_fps,
                   "--video-size": args.video_size, "--force": args.force or None}
@@ -153,7 +154,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         # A bad path is refused before any work; nothing of the run is ever written over.
         check_video_path(args.video, force=args.force, protected=[run.path])
-    env = eval_env(cfg, obs_rms_path=latest / OBS_RMS, seed=EVAL_SEED_OFFSET)
+    env = eval_env(cfg, obs_rms_path=latest / OBS_RMS, seed=CLI_EVAL)
     recorder = recording = None
     try:
         if args.video is not None:  # an env without frames: refused before any episode
@@ -188,14 +189,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_check_env(args: argparse.Namespace) -> int:
-    import os
-
     from rlhf.checkenv import check, config_for
+    from rlhf.display import headless_sdl
 
-    if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
-        # Classic-control envs initialise pygame's display even for rgb_array frames; with
-        # no display SDL complains on stderr. check-env never opens a window.
-        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    # Classic-control envs initialise pygame's display even for rgb_array frames; with no
+    # display SDL complains on stderr. check-env never opens a window.
+    headless_sdl()
     overrides = list(args.overrides) + (["teacher.kind=oracle"] if args.simulated else [])
     cfg, from_file = config_for(args.env, overrides)
     report = check(cfg, strict=from_file, gym_checker=not args.quick)

@@ -1,19 +1,15 @@
-"""Making environments from config, and saving/restoring their state for later rendering.
+"""Making environments from ``env.id``: a registered gymnasium id, ``namespace/Id-v0``,
+``module.path:Id-v0`` or ``module.path:ClassName`` (``resolve_env_id``), one env as configured
+(``make_env``), and the wrapped env SB3's VecEnv runs (``env_factory``).
 
-Clips store the env's state before each step so that a viewer can replay them into frames
-on demand; collection itself never renders. A state adapter knows how to read and write
-that state for one family of envs:
+The pieces live in their own modules and are importable from here too:
 
-- MuJoCo envs: ``concatenate(qpos, qvel[, act])``, restored with ``mj_forward`` so that the
-  body poses a frame shows are computed from the restored qpos;
-- gymnasium's classic-control envs: their ``state`` (plus Pendulum's last torque, which its
-  frame draws);
-- any custom env implementing ``RestorableEnv``: two methods on the unwrapped env class,
-  ``get_state() -> ndarray`` and ``set_state(ndarray)`` (see docs/custom_envs.md).
-
-An env with none of these still trains. When a person labels it, the viewer falls back to
-frames recorded at collection: ``FrameRecorder`` renders, for the clips the collector picks,
-the frame before each step into ``info["frame"]`` (see ``needs_recorded_frames``).
+- ``rlhf.states``: saving and restoring an env's state for replay (``state_adapter``,
+  ``MujocoState``, ``ClassicControlState``, ``CustomState``, ``RestorableEnv``);
+- ``rlhf.env_wrappers``: the wrappers around each env (``StateInInfo``, ``FrameRecorder``,
+  ``FiniteCheck``) and ``EnvError``;
+- ``rlhf.display``: ``MUJOCO_GL`` for headless rendering, set by ``make_env`` (importing this
+  module sets no environment variable).
 """
 
 from __future__ import annotations
@@ -21,252 +17,36 @@ from __future__ import annotations
 import contextlib
 import difflib
 import importlib
-import os
-import sys
 from collections.abc import Callable
-from typing import Any, Protocol, runtime_checkable
 
 import gymnasium as gym
-import numpy as np
 
 from rlhf.config import Config, ConfigError, EnvConfig
+from rlhf.display import headless_mujoco_gl
+from rlhf.env_wrappers import (
+    EnvError,
+    FiniteCheck,
+    FrameRecorder,
+    StateInInfo,
+    downscale_frame,
+    nonfinite,
+)
 from rlhf.registry import describe_exception, import_user_module
+from rlhf.states import (
+    ClassicControlState,
+    CustomState,
+    MujocoState,
+    RestorableEnv,
+    StateAdapter,
+    state_adapter,
+)
 
-# MuJoCo picks its OpenGL backend when it is first imported. GLFW needs a display; on a
-# headless Linux machine EGL works (OSMesa is often missing). Set before any env is made.
-if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY")
-                                             or os.environ.get("WAYLAND_DISPLAY")):
-    os.environ.setdefault("MUJOCO_GL", "egl")
-
-
-class EnvError(ConfigError):
-    """The environment cannot be used as it is: NaN observations, spaces it does not keep,
-    state it does not restore, frames it cannot render. The message names the env, the
-    problem and the fix (``rlhf check-env`` gives the full report)."""
-
-
-@runtime_checkable
-class RestorableEnv(Protocol):
-    """The two methods a custom env (its unwrapped class) implements for state replay.
-
-    ``get_state()`` returns a flat float vector (S,) holding everything ``step()`` and
-    ``render()`` depend on (positions, velocities, the goal's layout, timers), as a copy.
-    ``set_state(state)`` writes such a vector back, so that the next ``render()`` shows that
-    state and the next ``step(a)`` continues from it exactly; it must work on an env that was
-    reset with any seed.
-    """
-
-    def get_state(self) -> np.ndarray: ...
-
-    def set_state(self, state: np.ndarray) -> None: ...
-
-
-class StateAdapter(Protocol):
-    """Reads and writes an env's restorable state as a flat float64 vector (S,)."""
-
-    name: str
-
-    def get(self, env: gym.Env) -> np.ndarray: ...
-
-    def set(self, env: gym.Env, state: np.ndarray) -> None: ...
-
-
-class MujocoState:
-    """``concatenate(qpos, qvel)``, plus actuator activations ``act`` where the model has any.
-
-    Writes ``data`` directly instead of calling ``env.set_state(qpos, qvel)``, so a subclass
-    that redefines ``set_state`` cannot break it, and always runs ``mj_forward`` afterwards:
-    body and camera poses are derived from qpos, and a frame rendered without it would show
-    whatever kinematics were computed last.
-    """
-
-    name = "mujoco"
-
-    def get(self, env: gym.Env) -> np.ndarray:
-        data = env.unwrapped.data
-        return np.concatenate([data.qpos, data.qvel, data.act]).astype(np.float64)
-
-    def set(self, env: gym.Env, state: np.ndarray) -> None:
-        import mujoco
-
-        u = env.unwrapped
-        model, data = u.model, u.data
-        nq, nv, na = model.nq, model.nv, model.na
-        state = np.asarray(state, dtype=np.float64)
-        if state.shape != (nq + nv + na,):
-            raise ValueError(f"expected a MuJoCo state of {nq + nv + na} values (qpos {nq}, "
-                             f"qvel {nv}, act {na}), got shape {state.shape}")
-        data.qpos[:] = state[:nq]
-        data.qvel[:] = state[nq:nq + nv]
-        if na:
-            data.act[:] = state[nq + nv:]
-        mujoco.mj_forward(model, data)
-
-
-class ClassicControlState:
-    """``env.unwrapped.state``, plus ``last_u`` (NaN for None) where the env has one."""
-
-    name = "classic-control"
-
-    def get(self, env: gym.Env) -> np.ndarray:
-        u = env.unwrapped
-        state = np.asarray(u.state, dtype=np.float64).ravel()
-        if hasattr(u, "last_u"):
-            last = np.nan if u.last_u is None else float(np.asarray(u.last_u).ravel()[0])
-            state = np.append(state, last)
-        return state
-
-    def set(self, env: gym.Env, state: np.ndarray) -> None:
-        u = env.unwrapped
-        if hasattr(u, "last_u"):
-            state, last = state[:-1], state[-1]
-            u.last_u = None if np.isnan(last) else float(last)
-        u.state = np.array(state, dtype=np.float64)
-
-
-class CustomState:
-    """The env's own ``get_state`` / ``set_state`` methods."""
-
-    name = "custom"
-
-    def get(self, env: gym.Env) -> np.ndarray:
-        return np.asarray(env.unwrapped.get_state(), dtype=np.float64).ravel().copy()
-
-    def set(self, env: gym.Env, state: np.ndarray) -> None:
-        env.unwrapped.set_state(np.asarray(state, dtype=np.float64))
-
-
-def state_adapter(env: gym.Env) -> StateAdapter | None:
-    """The adapter for ``env`` (after reset), or None when its state cannot be restored.
-
-    An env's own ``get_state``/``set_state`` win over the built-in adapters: its author knows
-    what its frames and steps depend on. (MuJoCo envs inherit a ``set_state(qpos, qvel)``
-    without a ``get_state``; defining both marks the one-vector protocol.)
-    """
-    u = env.unwrapped
-    if callable(getattr(u, "get_state", None)) and callable(getattr(u, "set_state", None)):
-        return CustomState()
-    if _is_mujoco(u):
-        return MujocoState()
-    if type(u).__module__.startswith("gymnasium.envs.classic_control"):
-        return ClassicControlState()
-    return None
-
-
-def _is_mujoco(u: gym.Env) -> bool:
-    try:
-        from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
-    except ImportError:  # pragma: no cover - mujoco is a declared dependency
-        return False
-    return isinstance(u, MujocoEnv)
-
-
-class StateInInfo(gym.Wrapper):
-    """Puts the env's state from *before* each step into ``info["state"]`` (S,).
-
-    The state before the action is the one whose frame shows the observation the agent acted
-    on, so a clip's frames line up with its observations.
-    """
-
-    def __init__(self, env: gym.Env, adapter: StateAdapter):
-        super().__init__(env)
-        self.adapter = adapter
-        self._state: np.ndarray | None = None
-
-    def reset(self, **kwargs: Any):
-        obs, info = self.env.reset(**kwargs)
-        self._state = self.adapter.get(self.env)
-        return obs, info
-
-    def step(self, action: Any):
-        before = self._state
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        self._state = self.adapter.get(self.env)
-        info["state"] = before
-        return obs, reward, terminated, truncated, info
-
-
-class FrameRecorder(gym.Wrapper):
-    """While recording, puts the frame of the state *before* each step into ``info["frame"]``
-    (H, W, 3) uint8, downscaled to at most ``max_side`` pixels on its long side.
-
-    For envs whose state cannot be restored (no replay), and only for the clips a person may
-    be shown: the collector turns recording on and off per env at clip boundaries through
-    ``VecEnv.env_method("set_recording", flag, indices=[i])``. Rendering right before the
-    step, rather than after the previous one, keeps frame t on the observation the agent acted
-    on at step t even across a VecEnv's auto-reset: the reset happens between two steps, so the
-    next render shows the reset state. Not recording, a step costs one attribute check.
-
-    The env must have been made with ``render_mode="rgb_array"``.
-    """
-
-    def __init__(self, env: gym.Env, env_id: str, max_side: int):
-        super().__init__(env)
-        self.env_id = env_id
-        self.max_side = max_side
-        self.recording = False
-
-    def set_recording(self, flag: bool) -> None:
-        self.recording = bool(flag)
-
-    def step(self, action: Any):
-        if not self.recording:
-            return self.env.step(action)
-        frame = self.frame()
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        info["frame"] = frame
-        return obs, reward, terminated, truncated, info
-
-    def frame(self) -> np.ndarray:
-        """(H', W', 3) uint8 frame of the env's current state, downscaled."""
-        frame = self.env.render()
-        if (not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[-1] != 3
-                or frame.dtype != np.uint8 or frame.size == 0):
-            got = (f"an array of shape {frame.shape} and dtype {frame.dtype}"
-                   if isinstance(frame, np.ndarray) else repr(type(frame).__name__))
-            raise EnvError(f"{self.env_id}: render() in rgb_array mode returned {got}: return "
-                           "an (H, W, 3) uint8 array (a person needs frames to compare clips)")
-        return downscale_frame(frame, self.max_side)
-
-
-def downscale_frame(frame: np.ndarray, max_side: int) -> np.ndarray:
-    """(H, W, C) uint8 -> (h, w, C) uint8 with max(h, w) <= max_side, aspect ratio kept.
-
-    An area average (each output pixel is the mean of the input block it covers), which keeps
-    thin lines visible where subsampling would drop them. Frames already small enough come
-    back as a copy, so a renderer that reuses its buffer cannot change a recorded frame.
-    """
-    h, w = frame.shape[:2]
-    scale = max_side / max(h, w)
-    if scale >= 1:
-        return np.array(frame, dtype=np.uint8, copy=True)
-    out_h, out_w = max(1, round(h * scale)), max(1, round(w * scale))
-    # Block boundaries: output pixel i covers input rows [rows[i], rows[i + 1]).
-    rows = (np.arange(out_h) * h) // out_h
-    cols = (np.arange(out_w) * w) // out_w
-    sums = np.add.reduceat(np.add.reduceat(frame.astype(np.uint32), rows, axis=0), cols, axis=1)
-    counts = (np.diff(np.append(rows, h))[:, None] * np.diff(np.append(cols, w))[None, :])
-    return ((sums + counts[..., None] // 2) // counts[..., None]).astype(np.uint8)
-
-
-def needs_recorded_frames(cfg: Config) -> bool:
-    """Whether clips must carry frames recorded during rollouts: a person labels
-    (``teacher.kind: human``) and the env's state cannot be restored for replay.
-
-    A simulated teacher needs no frames, and restorable envs are replayed on demand, so both
-    never render during collection. Makes (and closes) one env to find out.
-    """
-    if cfg.teacher.kind != "human":
-        return False
-    env = make_env(cfg.env)
-    try:
-        env.reset(seed=cfg.seed)
-        return state_adapter(env) is None
-    finally:
-        env.close()
-
-
-# -- making envs from config -------------------------------------------------------------
+__all__ = [
+    "ClassicControlState", "CustomState", "EnvError", "FiniteCheck", "FrameRecorder",
+    "MujocoState", "RestorableEnv", "StateAdapter", "StateInInfo", "describe_exception",
+    "downscale_frame", "env_factory", "import_modules", "make_env", "needs_recorded_frames",
+    "nonfinite", "resolve_env_id", "state_adapter",
+]
 
 
 def import_modules(names: list[str], key: str = "env.imports") -> None:
@@ -323,7 +103,13 @@ def resolve_env_id(env_id: str) -> str:
 
 
 def make_env(cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
-    """One env as configured (no wrappers of ours)."""
+    """One env as configured (no wrappers of ours).
+
+    First sets ``MUJOCO_GL=egl`` where Linux has no display and the user set no backend
+    (``rlhf.display.headless_mujoco_gl``): MuJoCo picks its OpenGL backend when it is first
+    imported, which may be by the modules this imports or by the env itself.
+    """
+    headless_mujoco_gl()
     import_modules(cfg.imports)
     env_id = resolve_env_id(cfg.id)
     kwargs = dict(cfg.kwargs)
@@ -370,64 +156,18 @@ def env_factory(cfg: EnvConfig, record_state: bool = True,
     return thunk
 
 
-class FiniteCheck(gym.Wrapper):
-    """Raises ``EnvError`` at the first NaN or infinite observation or reward, and for any
-    exception the env's own ``reset`` or ``step`` raises (with the step where it happened).
+def needs_recorded_frames(cfg: Config) -> bool:
+    """Whether clips must carry frames recorded during rollouts: a person labels
+    (``teacher.kind: human``) and the env's state cannot be restored for replay.
 
-    A NaN that reached the reward model would poison its weights for good and the agent's
-    next update would fail somewhere deep inside torch; here it is reported with the step
-    where it appeared. Integer observations (images) cannot hold NaN and are not scanned.
+    A simulated teacher needs no frames, and restorable envs are replayed on demand, so both
+    never render during collection. Makes (and closes) one env to find out.
     """
-
-    def __init__(self, env: gym.Env, env_id: str):
-        super().__init__(env)
-        self.env_id = env_id
-        self._steps = 0
-
-    def reset(self, **kwargs: Any):
-        try:
-            obs, info = self.env.reset(**kwargs)
-        except EnvError:
-            raise
-        except Exception as e:  # the user's code: one line naming the env, not a traceback
-            raise EnvError(f"{self.env_id}: reset() raised {describe_exception(e)}") from e
-        self._steps = 0
-        if (bad := nonfinite(obs)) is not None:
-            raise EnvError(f"{self.env_id}: reset() returned a non-finite observation "
-                           f"({bad}); fix the env so observations are always finite numbers")
-        return obs, info
-
-    def step(self, action: Any):
-        try:
-            obs, reward, terminated, truncated, info = self.env.step(action)
-        except EnvError:
-            raise
-        except Exception as e:
-            raise EnvError(f"{self.env_id}: step {self._steps + 1} of an episode raised "
-                           f"{describe_exception(e)}") from e
-        self._steps += 1
-        if (bad := nonfinite(obs)) is not None:
-            raise EnvError(f"{self.env_id}: step {self._steps} of an episode returned a "
-                           f"non-finite observation ({bad}); fix the env so observations "
-                           "are always finite numbers")
-        if not np.isfinite(reward):
-            raise EnvError(f"{self.env_id}: step {self._steps} of an episode returned reward "
-                           f"{reward}; fix the env so rewards are always finite numbers")
-        return obs, reward, terminated, truncated, info
-
-
-def nonfinite(obs: Any) -> str | None:
-    """None if every float in ``obs`` (array or dict of arrays) is finite, else a short
-    description of the first offending entry, e.g. ``"obs[2] = nan"``."""
-    items = obs.items() if isinstance(obs, dict) else [(None, obs)]
-    for key, value in items:
-        arr = np.asarray(value)
-        if arr.dtype.kind not in "fc":
-            continue
-        bad = ~np.isfinite(arr)
-        if bad.any():
-            where = np.unravel_index(int(np.argmax(bad)), arr.shape) if arr.ndim else ()
-            name = "obs" if key is None else f"obs[{key!r}]"
-            index = "".join(f"[{i}]" for i in where)
-            return f"{name}{index} = {arr[where] if arr.ndim else arr.item()}"
-    return None
+    if cfg.teacher.kind != "human":
+        return False
+    env = make_env(cfg.env)
+    try:
+        env.reset(seed=cfg.seed)
+        return state_adapter(env) is None
+    finally:
+        env.close()

@@ -9,9 +9,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecEnv
 
 from rlhf.clips import Clip
-from rlhf.config import EnvConfig
 from rlhf.reward.model import RewardModel
-from rlhf.teachers import ScoreFn
 
 
 def true_returns(agent: BaseAlgorithm, env: VecEnv, episodes: int,
@@ -22,28 +20,6 @@ def true_returns(agent: BaseAlgorithm, env: VecEnv, episodes: int,
                                  deterministic=deterministic, return_episode_rewards=True,
                                  warn=False)
     return np.asarray(returns, dtype=np.float64)
-
-
-def random_return(env_cfg: EnvConfig, episodes: int, score: ScoreFn | None = None,
-                  action_seed: int = 0, first_reset_seed: int = 0) -> float:
-    """Mean return of uniformly random actions over ``episodes`` episodes (reset seeds
-    ``first_reset_seed + i``): the env's own reward, or the scripted ``score``. The floor
-    of a normalised score."""
-    from rlhf.environment import make_env
-    from rlhf.scores import ScoreReward
-
-    env = make_env(env_cfg) if score is None else ScoreReward(make_env(env_cfg), score)
-    env.action_space.seed(action_seed)
-    total = []
-    for ep in range(episodes):
-        env.reset(seed=first_reset_seed + ep)
-        ret, done = 0.0, False
-        while not done:
-            _, r, term, trunc, _ = env.step(env.action_space.sample())
-            ret, done = ret + float(r), term or trunc
-        total.append(ret)
-    env.close()
-    return float(np.mean(total))
 
 
 @torch.no_grad()
@@ -60,10 +36,3 @@ def reward_correlation(model: RewardModel, clips: list[Clip]) -> float:
     if pred.std() < 1e-12 or true.std() < 1e-12:
         return float("nan")
     return float(np.corrcoef(pred, true)[0, 1])
-
-
-def spearman(x: np.ndarray, y: np.ndarray) -> float:
-    """Rank correlation (no tie correction: fine for continuous values)."""
-    rx = np.argsort(np.argsort(x)).astype(np.float64)
-    ry = np.argsort(np.argsort(y)).astype(np.float64)
-    return float(np.corrcoef(rx, ry)[0, 1])

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from rlhf import agents, checkpoint
 from rlhf.agent import EnvStack, eval_env, make_env_stack, relabel_per_rollout
+from rlhf.callbacks import ProgressBar, RefitWhenLabelled, mean_episode_return
 from rlhf.checkenv import preflight
 from rlhf.config import Config, ConfigError
 from rlhf.environment import EnvError
@@ -41,7 +42,7 @@ from rlhf.reward.model import FeatureSpec, RewardModel
 from rlhf.reward.trainer import FitStats, RewardTrainer
 from rlhf.rundir import Interrupted, RunDir
 from rlhf.schedule import eval_iterations, iteration_ends, label_schedule
-from rlhf.store import Store
+from rlhf.store import Store, StoreCounts
 from rlhf.teachers import ScoreFn, Teacher, make_teacher
 from rlhf.wrappers import RelabelRollout
 
@@ -55,38 +56,6 @@ class RunResult:
     metrics: list[dict[str, Any]] = field(default_factory=list)
 
 
-class _Progress(BaseCallback):
-    """Advances the run's progress bar as the agent steps."""
-
-    def __init__(self, bar: tqdm):
-        super().__init__()
-        self.bar = bar
-
-    def _on_step(self) -> bool:
-        self.bar.update(self.training_env.num_envs)
-        return True
-
-
-class _RefitWhenLabelled(BaseCallback):
-    """Asynchronous human teacher: after each rollout, refit the reward model if enough new
-    labels have landed, so the agent never waits for a person."""
-
-    def __init__(self, run: Run):
-        super().__init__()
-        self.run = run
-        # An off-policy agent ends a "rollout" at every vector step: look at most twice a
-        # second. An on-policy agent looks after every rollout, as before.
-        off = isinstance(run.agent, agents.OffPolicyAgent)
-        self.due = agents.Throttle(0.5 if off else 0.0)
-
-    def _on_step(self) -> bool:
-        return True
-
-    def _on_rollout_end(self) -> None:
-        if self.due():
-            self.run.refit_if_due()
-
-
 class Run:
     """The components of one run, wired together. ``run(cfg)`` is the usual entry."""
 
@@ -98,7 +67,6 @@ class Run:
         torch.manual_seed(cfg.seed)
         # Everything a bad config can break is built before the run directory exists, so a
         # typo fails in one line and leaves nothing behind.
-        preflight(cfg)
         record_components(cfg, {"teacher": teacher, "strategy": strategy, "score": score},
                           resume)
         teacher_rng = np.random.default_rng([cfg.seed, 1])
@@ -164,14 +132,14 @@ class Run:
         """
         self._ask(n, iteration)
         if not self.teacher.synchronous and not self.asynchronous:
-            self.wait_for_labels(lambda c: c["pending"] == 0, lambda c: c["pending"])
+            self.wait_for_labels(lambda c: c.pending == 0, lambda c: c.pending)
 
     def _ask(self, n: int, iteration: int) -> None:
         pool = list(self.envs.collector.pool)
         if n <= 0:
             return
         if len(pool) < 2:
-            if self.store.counts()["queries"] == 0:  # nothing to pair, nothing to learn from
+            if self.store.counts().queries == 0:  # nothing to pair, nothing to learn from
                 raise ConfigError(f"loop.initial_timesteps: {self.cfg.loop.initial_timesteps} "
                                   f"steps of early behaviour gave {len(pool)} clip(s) of "
                                   f"{self.cfg.loop.clip_length} steps; at least 2 are needed "
@@ -181,8 +149,8 @@ class Run:
         for i, clip in self.learner.ask(pool, n, iteration):
             self.envs.collector.replace(i, clip)  # stored once: asked again, it keeps its id
 
-    def wait_for_labels(self, done: Callable[[dict[str, int]], bool],
-                        missing: Callable[[dict[str, int]], int],
+    def wait_for_labels(self, done: Callable[[StoreCounts], bool],
+                        missing: Callable[[StoreCounts], int],
                         poll: float = 1.0) -> None:
         """Block until ``done(store counts)``, while a person labels in the viewer. The
         progress bar and status.json say how many labels (``missing(counts)``) are awaited."""
@@ -194,12 +162,12 @@ class Run:
         timesteps = int(self.sb3.num_timesteps)
         while not done(counts):
             n = missing(counts)
-            self.bar.set_postfix_str(f"waiting for {n} labels ({counts['labels']} so far)")
+            self.bar.set_postfix_str(f"waiting for {n} labels ({counts.labels} so far)")
             self.progress.waiting(n, timesteps)
             time.sleep(poll)
             counts = self.store.counts()
         self.progress.waiting(0, timesteps)
-        self.bar.set_postfix_str(f"labels {counts['labels']}")
+        self.bar.set_postfix_str(f"labels {counts.labels}")
 
     def first_fit(self, n: int) -> FitStats | None:
         """The first reward-model fit, before the agent trains on the learned reward at all.
@@ -212,15 +180,15 @@ class Run:
         for _ in range(5 if self.teacher.synchronous else 10**9):
             if self.asynchronous:
                 self.wait_for_labels(
-                    lambda c: trainable(c) >= need or c["pending"] == 0,
-                    lambda c: max(0, min(need - trainable(c), c["pending"])))
+                    lambda c: trainable(c) >= need or c.pending == 0,
+                    lambda c: max(0, min(need - trainable(c), c.pending)))
             stats = self.fit()
             if stats is not None:
                 return stats
             self.bar.write("rlhf: every answer so far was a skip; asking about more pairs")
             self.ask(n, iteration=0)
         raise ConfigError(f"teacher: the simulated teacher skipped all "
-                          f"{self.store.counts()['skipped']} pairs of early behaviour it was "
+                          f"{self.store.counts().skipped} pairs of early behaviour it was "
                           "asked about, so there is nothing to learn a reward from; lower "
                           "teacher.skip_threshold (or leave it unset)")
 
@@ -229,7 +197,7 @@ class Run:
         have landed since the last fit; otherwise keep the current reward model."""
         counts = self.store.counts()
         new = trainable(counts) - self.learner.fitted_labels
-        self.bar.set_postfix_str(f"labels {counts['labels']} ({new} new, {counts['pending']} "
+        self.bar.set_postfix_str(f"labels {counts.labels} ({new} new, {counts.pending} "
                                  "pending)")
         if new < self.cfg.teacher.min_new_labels:
             return None
@@ -243,11 +211,12 @@ class Run:
         return stats
 
     def train_agent(self, steps: int) -> None:
-        callbacks: list[BaseCallback] = [_Progress(self.bar)]
+        callbacks: list[BaseCallback] = [ProgressBar(self.bar)]
         if self.envs.learned.deferred:  # before a refit changes the reward
             callbacks.insert(0, RelabelRollout(self.envs.learned))
         if self.asynchronous:
-            callbacks.append(_RefitWhenLabelled(self))
+            callbacks.append(RefitWhenLabelled(
+                self.refit_if_due, off_policy=isinstance(self.agent, agents.OffPolicyAgent)))
         self.agent.train(steps, callbacks)
 
     def evaluate(self) -> float:
@@ -293,13 +262,13 @@ class Run:
         recent = list(self.envs.collector.pool)[-200:]
         relabel = getattr(self.agent, "last_relabel_seconds", None)
         row = self.progress.record(IterationRecord(
-            iteration=iteration, timesteps=int(self.sb3.num_timesteps), labels=counts["labels"],
-            queries=counts["queries"], clips=counts["clips"],
+            iteration=iteration, timesteps=int(self.sb3.num_timesteps), labels=counts.labels,
+            queries=counts.queries, clips=counts.clips,
             eval_return=math.nan if eval_return is None else eval_return,
-            train_return=_mean_episode_return(self.sb3),
+            train_return=mean_episode_return(self.sb3),
             reward_corr=reward_correlation(self.trainer.model, recent), seconds=seconds,
             fit=stats, relabel_seconds=relabel), counts)
-        self.bar.set_postfix(labels=counts["labels"], ret=f"{row['eval_return']:.1f}")
+        self.bar.set_postfix(labels=counts.labels, ret=f"{row['eval_return']:.1f}")
         return row
 
     def save_interrupted(self, done: int, rollout_size: int) -> bool:
@@ -342,6 +311,7 @@ def run(cfg: Config, *, teacher: Teacher | None = None, strategy: QueryStrategy 
     ``resume=True`` continues the run in ``cfg.run_dir`` from its newest checkpoint (see
     ``rlhf.resume.resume_config``). Ctrl-C or SIGTERM saves a checkpoint and raises ``Interrupted``.
     """
+    preflight(cfg)  # a broken env fails in one line, before anything is built
     r = Run(cfg, teacher=teacher, strategy=strategy, score=score, force=force,
             progress=progress, resume=resume)
     lp = cfg.loop
@@ -367,8 +337,8 @@ def run(cfg: Config, *, teacher: Teacher | None = None, strategy: QueryStrategy 
         done = start - 1
         if start == 0:
             t0 = time.perf_counter()
-            r.agent.explore(lp.initial_timesteps, [_Progress(r.bar)])  # or pre-training
-            r.ask(schedule[0] - r.store.counts()["queries"], iteration=0)
+            r.agent.explore(lp.initial_timesteps, [ProgressBar(r.bar)])  # or pre-training
+            r.ask(schedule[0] - r.store.counts().queries, iteration=0)
             stats = r.first_fit(schedule[0])
             r.record(0, stats, None, time.perf_counter() - t0)
             r.checkpoint(0)
@@ -380,7 +350,7 @@ def run(cfg: Config, *, teacher: Teacher | None = None, strategy: QueryStrategy 
                 r.train_agent(ends[it] - r.sb3.num_timesteps)
             # Ask up to the schedule's running total: a resumed iteration asks only what is
             # missing, and pairs a small pool could not supply earlier are asked now.
-            r.ask(sum(schedule[: it + 1]) - r.store.counts()["queries"], iteration=it)
+            r.ask(sum(schedule[: it + 1]) - r.store.counts().queries, iteration=it)
             if r.asynchronous:
                 r.refit_if_due()  # as during training: only once enough new labels landed
             else:
@@ -397,7 +367,7 @@ def run(cfg: Config, *, teacher: Teacher | None = None, strategy: QueryStrategy 
         if eval_return is None or math.isnan(eval_return):  # resumed after the last eval
             eval_return = r.evaluate()
         r.progress.finished()
-        return RunResult(r.dir.path, int(r.sb3.num_timesteps), r.store.counts()["labels"],
+        return RunResult(r.dir.path, int(r.sb3.num_timesteps), r.store.counts().labels,
                          float(eval_return), r.progress.rows)
     except KeyboardInterrupt:
         # Ctrl-C or SIGTERM: keep what the agent learned since the last iteration; labels
@@ -426,10 +396,3 @@ def _sigterm_raises_interrupt() -> Any:
         return signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not the main thread: leave signals alone
         return signal.getsignal(signal.SIGTERM)
-
-
-def _mean_episode_return(agent: BaseAlgorithm) -> float:
-    buf = getattr(agent, "ep_info_buffer", None)
-    if not buf:
-        return math.nan
-    return float(np.mean([e["r"] for e in buf]))

@@ -24,7 +24,7 @@ from rlhf.clips import Clip
 from rlhf.faults import failpoint
 from rlhf.queries import QueryStrategy, RandomQueries, select_pairs
 from rlhf.reward.trainer import FitStats, RewardTrainer
-from rlhf.store import Store
+from rlhf.store import Store, StoreCounts
 from rlhf.teachers import Teacher
 
 
@@ -108,6 +108,6 @@ class PreferenceLearner:
         return stats
 
 
-def trainable(counts: dict[str, int]) -> int:
+def trainable(counts: StoreCounts) -> int:
     """Labels the reward model can learn from (skips are not), from ``Store.counts()``."""
-    return counts["labels"] - counts["skipped"]
+    return counts.labels - counts.skipped

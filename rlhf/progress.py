@@ -13,6 +13,7 @@ from typing import Any
 
 from rlhf.reward.trainer import FitStats
 from rlhf.rundir import RunDir
+from rlhf.store import StoreCounts
 
 
 @dataclass(frozen=True)
@@ -57,12 +58,8 @@ class IterationRecord:
 class RunStatus:
     """``status.json``: the trainer's last word on the run (the store has the live counts)."""
 
-    clips: int
-    queries: int
-    labels: int
-    skipped: int
-    pending: int
-    label_events: int
+    counts: StoreCounts
+    """The store's counts as the trainer last saw them (flat in status.json)."""
     iteration: int
     timesteps: int
     latest_eval_return: float | None
@@ -77,6 +74,7 @@ class RunStatus:
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
+        out = {**out.pop("counts"), **out}
         if self.waiting_for_labels is None:
             del out["waiting_for_labels"]
         return out
@@ -97,7 +95,7 @@ class Progress:
         self.rows = [m for m in self.run.read_metrics()
                      if upto is None or int(m["iteration"]) <= upto]
 
-    def record(self, rec: IterationRecord, counts: dict[str, int]) -> dict[str, Any]:
+    def record(self, rec: IterationRecord, counts: StoreCounts) -> dict[str, Any]:
         row = rec.row()
         self.rows.append(row)
         self.run.write_metrics(self.rows)
@@ -105,7 +103,7 @@ class Progress:
                           if not math.isnan(m["eval_return"])), None)
         fit = rec.fit
         self.run.write_status(RunStatus(
-            **counts, iteration=rec.iteration, timesteps=rec.timesteps,
+            counts, iteration=rec.iteration, timesteps=rec.timesteps,
             latest_eval_return=last_eval,
             reward_model_val_accuracy=None if fit is None else fit.val_accuracy,
             reward_model_train_accuracy=None if fit is None else fit.train_accuracy,

@@ -16,7 +16,6 @@ that made it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
 
 import gymnasium as gym
 import numpy as np
@@ -28,14 +27,6 @@ from rlhf.environment import StateAdapter, make_env, state_adapter
 
 class RenderError(RuntimeError):
     """A clip cannot be turned into frames; the message says why and what to do."""
-
-
-class FrameSource(Protocol):
-    """Turns a clip into frames."""
-
-    def frames(self, clip: Clip) -> np.ndarray:
-        """(T, H, W, 3) uint8 frames, one per step of ``clip`` (the state before the step)."""
-        ...
 
 
 class StoredFrames:

@@ -24,8 +24,6 @@ def resume_config(run_dir: str | Path, overrides: list[str] | None = None) -> Co
     Overrides may change only ``RESUME_OVERRIDABLE`` keys; once the run has restored with
     them, ``run`` writes them into config.yaml, so a second resume sees them too.
     """
-    from rlhf.config import load_config
-
     run = RunDir.open(run_dir)
     for item in overrides or []:
         key = item.partition("=")[0].strip()
@@ -33,7 +31,7 @@ def resume_config(run_dir: str | Path, overrides: list[str] | None = None) -> Co
             raise ConfigError(f"{key}: cannot be changed when resuming (the run's clips, "
                               "labels and checkpoints depend on it); start a new run with "
                               "rlhf train CONFIG instead")
-    cfg = run.load_config() if not overrides else load_config(run.config, overrides)
+    cfg = run.load_config(overrides or ())
     cfg.run_dir = str(run_dir)
     return cfg
 

@@ -30,7 +30,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -292,13 +292,17 @@ class RunDir:
             raise RunDirError(f"{path}: not a run directory (no config.yaml)")
         return run
 
-    def load_config(self) -> Config:
+    def load_config(self, overrides: Sequence[str] = ()) -> Config:
+        """The run's config.yaml, then ``key.path=value`` overrides: the one way to open a
+        run's config. A damaged file is a RunDirError naming it; a bad override stays the
+        override's ConfigError (the file is fine)."""
         from rlhf.config import load_config
 
         try:
-            return load_config(self.config)
+            cfg = load_config(self.config)
         except ConfigError as e:
             raise RunDirError(f"{self.config}: {e}") from None
+        return load_config(self.config, list(overrides)) if overrides else cfg
 
     def read_status(self) -> dict[str, Any]:
         """status.json (the trainer's last progress report), or {} when there is none yet.

@@ -15,10 +15,7 @@ import sqlite3
 import time
 import zipfile
 import zlib
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
@@ -26,6 +23,7 @@ from rlhf.clips import Clip
 from rlhf.io import warn_once
 
 # Split out by job; re-exported, so ``from rlhf.store import X`` keeps working.
+from rlhf.store_claims import Claims
 from rlhf.store_errors import SQLITE_BUSY as SQLITE_BUSY
 from rlhf.store_errors import (
     SQLITE_CANTOPEN,
@@ -44,36 +42,27 @@ from rlhf.store_errors import SQLITE_LOCKED as SQLITE_LOCKED
 from rlhf.store_errors import SQLITE_NOTADB as SQLITE_NOTADB
 from rlhf.store_errors import SQLITE_READONLY as SQLITE_READONLY
 from rlhf.store_errors import SQLITE_READONLY_DBMOVED as SQLITE_READONLY_DBMOVED
-from rlhf.store_schema import _SCHEMA, SCHEMA_VERSION, decode_arrays, encode_arrays
+from rlhf.store_schema import (
+    LIVE_LABELS,
+    PENDING,
+    SCHEMA_VERSION,
+    STANDING_LABELS,
+    Label,
+    Query,
+    StoreCounts,
+    create_schema,
+    decode_arrays,
+    encode_arrays,
+    move_version_marker,
+    stored_version,
+)
 
-Choice = Literal["a", "b", "equal", "skip"]
 CHOICES: tuple[str, ...] = ("a", "b", "equal", "skip")
 # Preference target for each trainable choice: the probability that clip_a is better.
 MU = {"a": 1.0, "b": 0.0, "equal": 0.5}
 
 
-@dataclass(frozen=True)
-class Query:
-    """A pair of stored clips to be compared."""
-
-    id: int
-    clip_a: int
-    clip_b: int
-    iteration: int
-
-
-@dataclass(frozen=True)
-class Label:
-    id: int
-    query_id: int
-    choice: str
-    teacher: str
-    created: float
-    shown_swapped: bool | None
-    response_time: float | None
-
-
-class Store:
+class Store(Claims):
     """One SQLite database per run. Open one Store per process (and per thread).
 
     ``readonly``: for readers (``rlhf status``, a screenshot): never writes, and opens a run
@@ -82,7 +71,8 @@ class Store:
     opened as immutable (a snapshot: nobody can be writing to it there anyway).
 
     Every SQLite error becomes a one-line StoreError that says what is wrong (a full disk,
-    a read-only file, a damaged file) and what to do.
+    a read-only file, a damaged file) and what to do. The viewers' claims on queries are
+    ``Claims``' methods (``rlhf.store_claims``).
     """
 
     def __init__(self, path: str | Path, create: bool = False, timeout: float = 30.0,
@@ -142,28 +132,24 @@ class Store:
                                isolation_level=None, uri=True)
 
     def _check_or_create(self, create: bool) -> None:
-        rows = self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")
-        tables = {r[0] for r in rows}
-        if "meta" not in tables:
-            if tables or not create:
+        version, old_marker = stored_version(self.db)
+        if version is None and not old_marker:
+            if self.db.execute("SELECT 1 FROM sqlite_master WHERE type='table'").fetchone() \
+                    or not create:
                 raise StoreError(f"{self.path}: not an rlhf store (no schema version)")
             with self.transaction():
-                for statement in _SCHEMA.split(";"):  # executescript would COMMIT early
-                    if statement.strip():
-                        self.db.execute(statement)
-                self.db.execute("INSERT INTO meta VALUES ('schema_version', ?)",
-                                (str(SCHEMA_VERSION),))
+                create_schema(self.db)
             return
-        row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        version = int(row[0]) if row and str(row[0]).isdigit() else None
-        if version is None or version > SCHEMA_VERSION:
-            raise StoreError(f"{self.path}: store schema version {row[0] if row else None!r} is "
-                             f"not one this rlhf understands (<= {SCHEMA_VERSION}); "
-                             "upgrade rlhf to open it")
+        if not (isinstance(version, int) and 1 <= version <= SCHEMA_VERSION):
+            raise StoreError(f"{self.path}: store schema version {version!r} is not one this "
+                             f"rlhf understands (<= {SCHEMA_VERSION}); upgrade rlhf to open it")
         check = self.db.execute("PRAGMA quick_check").fetchone()[0]
         if check != "ok":
             raise StoreError(f"{self.path}: the database is corrupt ({check}); "
                              "restore it from a copy")
+        if old_marker and not self.readonly:  # a reader leaves the old marker as it is
+            with self.transaction():
+                move_version_marker(self.db, version)
 
     def close(self) -> None:
         self.db.close()
@@ -258,20 +244,11 @@ class Store:
         return [(a, b) for a, b in self.db.execute("SELECT clip_a, clip_b FROM queries")
                 if a in among and b in among]
 
-    _EFFECTIVE = """
-        SELECT l.* FROM labels l
-        WHERE l.choice != 'retract'
-          AND NOT EXISTS (SELECT 1 FROM labels r WHERE r.retracts = l.id)
-          AND l.id = (SELECT MAX(l2.id) FROM labels l2
-                      WHERE l2.query_id = l.query_id AND l2.choice != 'retract'
-                        AND NOT EXISTS (SELECT 1 FROM labels r2 WHERE r2.retracts = l2.id))
-    """
-
     @_guarded
     def pending_queries(self, limit: int | None = None) -> list[Query]:
         """Queries without a standing label, oldest first."""
-        sql = ("SELECT q.id, q.clip_a, q.clip_b, q.iteration FROM queries q WHERE NOT EXISTS "
-               f"(SELECT 1 FROM ({self._EFFECTIVE}) e WHERE e.query_id = q.id) ORDER BY q.id")
+        sql = f"SELECT q.id, q.clip_a, q.clip_b, q.iteration FROM queries q WHERE {PENDING} " \
+              "ORDER BY q.id"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         return [Query(*row) for row in self.db.execute(sql)]
@@ -282,37 +259,68 @@ class Store:
     def add_label(self, query_id: int, choice: str, teacher: str,
                   shown_swapped: bool | None = None, response_time: float | None = None) -> int:
         """Append one label, committed before this returns. Returns the label's id."""
-        if choice not in CHOICES:
-            raise StoreError(f"label choice must be one of {CHOICES}, got {choice!r}")
+        self._check_choice(choice)
         with self.transaction():
-            if self.db.execute("SELECT 1 FROM queries WHERE id=?", (query_id,)).fetchone() is None:
-                raise StoreError(f"cannot label query {query_id}: no such query in {self.path}")
-            cur = self.db.execute(
-                "INSERT INTO labels (query_id, choice, teacher, created, shown_swapped, "
-                "response_time) VALUES (?, ?, ?, ?, ?, ?)",
-                (query_id, choice, teacher, time.time(),
-                 None if shown_swapped is None else int(shown_swapped), response_time))
-            return cur.lastrowid
+            label_id = self._append_label(query_id, choice, teacher, shown_swapped,
+                                          response_time)
+        assert label_id is not None
+        return label_id
 
     @_guarded
     def retract(self, label_id: int, teacher: str) -> int:
         """Take a label back (undo) by appending a retraction; nothing is deleted."""
         with self.transaction():
-            row = self.db.execute("SELECT query_id, choice FROM labels WHERE id=?",
-                                  (label_id,)).fetchone()
-            if row is None or row[1] == "retract":
+            retracted = self._append_retraction(label_id, teacher, live=False)
+            if retracted is None:
                 raise StoreError(f"cannot retract label {label_id}: no such label")
-            cur = self.db.execute(
-                "INSERT INTO labels (query_id, choice, teacher, created, retracts) "
-                "VALUES (?, 'retract', ?, ?, ?)", (row[0], teacher, time.time(), label_id))
-            return cur.lastrowid
+        return retracted[1]
+
+    @staticmethod
+    def _check_choice(choice: str) -> None:
+        if choice not in CHOICES:
+            raise StoreError(f"label choice must be one of {CHOICES}, got {choice!r}")
+
+    def _append_label(self, query_id: int, choice: str, teacher: str,
+                      shown_swapped: bool | None, response_time: float | None,
+                      only_pending: bool = False) -> int | None:
+        """The one way an answer is stored, inside the caller's transaction: the new label's
+        id, or None, with ``only_pending``, where a label already stands for the query."""
+        row = self.db.execute(f"SELECT {PENDING} FROM queries q WHERE q.id=?",
+                              (query_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"cannot label query {query_id}: no such query in {self.path}")
+        if only_pending and not row[0]:
+            return None
+        return self._insert(query_id, choice, teacher,
+                            None if shown_swapped is None else int(shown_swapped), response_time)
+
+    def _append_retraction(self, label_id: int, teacher: str,
+                           live: bool) -> tuple[int, int] | None:
+        """The one way a label is taken back, inside the caller's transaction: (its query's
+        id, the retraction's id), or None where ``label_id`` is no label (with ``live``: no
+        label nobody took back)."""
+        source = f"({LIVE_LABELS})" if live else "labels"
+        row = self.db.execute(f"SELECT query_id FROM {source} WHERE id=? AND choice != "
+                              "'retract'", (label_id,)).fetchone()
+        if row is None:
+            return None
+        return row[0], self._insert(row[0], "retract", teacher, retracts=label_id)
+
+    def _insert(self, query_id: int, choice: str, teacher: str, shown_swapped: int | None = None,
+                response_time: float | None = None, retracts: int | None = None) -> int:
+        cur = self.db.execute(
+            "INSERT INTO labels (query_id, choice, teacher, created, shown_swapped, "
+            "response_time, retracts) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (query_id, choice, teacher, time.time(), shown_swapped, response_time, retracts))
+        assert cur.lastrowid is not None
+        return cur.lastrowid
 
     @_guarded
     def labels(self) -> list[Label]:
         """The standing label of every labelled query (latest, not retracted), by label id."""
         rows = self.db.execute(
             f"SELECT id, query_id, choice, teacher, created, shown_swapped, response_time "
-            f"FROM ({self._EFFECTIVE}) ORDER BY id")
+            f"FROM ({STANDING_LABELS}) ORDER BY id")
         return [Label(r[0], r[1], r[2], r[3], r[4], None if r[5] is None else bool(r[5]), r[6])
                 for r in rows]
 
@@ -324,134 +332,19 @@ class Store:
         labels arrive.
         """
         rows = self.db.execute(
-            f"SELECT q.clip_a, q.clip_b, e.choice FROM ({self._EFFECTIVE}) e "
+            f"SELECT q.clip_a, q.clip_b, e.choice FROM ({STANDING_LABELS}) e "
             "JOIN queries q ON q.id = e.query_id WHERE e.choice != 'skip' ORDER BY e.id").fetchall()
         pairs = np.array([(a, b) for a, b, _ in rows], dtype=np.int64).reshape(-1, 2)
         mu = np.array([MU[c] for _, _, c in rows], dtype=np.float32)
         return pairs, mu
 
     @_guarded
-    def counts(self) -> dict[str, int]:
-        one = lambda sql: int(self.db.execute(sql).fetchone()[0])  # noqa: E731
-        labelled = one(f"SELECT COUNT(*) FROM ({self._EFFECTIVE})")
-        queries = one("SELECT COUNT(*) FROM queries")
-        return {
-            "clips": one("SELECT COUNT(*) FROM clips"),
-            "queries": queries,
-            "labels": labelled,
-            "skipped": one(f"SELECT COUNT(*) FROM ({self._EFFECTIVE}) WHERE choice='skip'"),
-            "pending": queries - labelled,
-            "label_events": one("SELECT COUNT(*) FROM labels"),
-        }
-
-    # -- claims: which viewer is showing which query ---------------------------------------
-    #
-    # A viewer claims a query before showing it, for ``lease`` seconds, and renews its claims
-    # while it runs. Picking and claiming happen in one BEGIN IMMEDIATE transaction, so two
-    # viewers never get the same query at once; a crashed viewer's claims simply expire.
-
-    # A query is pending while no label on it stands (a non-retraction nobody retracted).
-    _PENDING = """NOT EXISTS (SELECT 1 FROM labels l WHERE l.query_id = q.id
-                  AND l.choice != 'retract'
-                  AND NOT EXISTS (SELECT 1 FROM labels r WHERE r.retracts = l.id))"""
-
-    @_guarded
-    def claim_next_query(self, viewer: str, lease: float,
-                         exclude: Sequence[int] = ()) -> Query | None:
-        """Claim the oldest pending query that no other viewer holds, for ``lease`` seconds.
-
-        ``exclude``: query ids this viewer already holds and does not want again. Returns
-        None when no such query is waiting.
-        """
-        now = time.time()
-        skip = [int(i) for i in exclude]
-        not_in = f"AND q.id NOT IN ({','.join('?' * len(skip))})" if skip else ""
-        with self.transaction():
-            row = self.db.execute(
-                "SELECT q.id, q.clip_a, q.clip_b, q.iteration FROM queries q "
-                "WHERE (q.claimed_by IS NULL OR q.claimed_by = ? OR q.claimed_until IS NULL "
-                "OR q.claimed_until <= ?) "
-                f"{not_in} AND {self._PENDING} ORDER BY q.id LIMIT 1",
-                (viewer, now, *skip)).fetchone()
-            if row is None:
-                return None
-            self.db.execute("UPDATE queries SET claimed_by=?, claimed_until=? WHERE id=?",
-                            (viewer, now + lease, row[0]))
-        return Query(*row)
-
-    @_guarded
-    def renew_claims(self, viewer: str, lease: float) -> None:
-        """Extend every claim ``viewer`` holds to ``lease`` seconds from now (a heartbeat)."""
-        with self.transaction():
-            self.db.execute("UPDATE queries SET claimed_until=? WHERE claimed_by=?",
-                            (time.time() + lease, viewer))
-
-    @_guarded
-    def release_claims(self, viewer: str, query_ids: Sequence[int] | None = None) -> None:
-        """Give back ``viewer``'s claims (all of them, or those on ``query_ids``)."""
-        sql = "UPDATE queries SET claimed_by=NULL, claimed_until=NULL WHERE claimed_by=?"
-        args: list[object] = [viewer]
-        if query_ids is not None:
-            ids = [int(i) for i in query_ids]
-            if not ids:
-                return
-            sql += f" AND id IN ({','.join('?' * len(ids))})"
-            args += ids
-        with self.transaction():
-            self.db.execute(sql, args)
-
-    @_guarded
-    def claim_holders(self) -> dict[str, float]:
-        """Viewers holding live claims on pending queries -> their latest claimed_until."""
-        rows = self.db.execute(
-            "SELECT q.claimed_by, MAX(q.claimed_until) FROM queries q WHERE q.claimed_by "
-            f"IS NOT NULL AND q.claimed_until > ? AND {self._PENDING} GROUP BY q.claimed_by",
-            (time.time(),))
-        return {r[0]: float(r[1]) for r in rows}
-
-    @_guarded
-    def add_viewer_label(self, query_id: int, choice: str, teacher: str,
-                         shown_swapped: bool | None = None,
-                         response_time: float | None = None) -> int | None:
-        """A viewer's answer, committed before this returns; None if not stored because the
-        query already has a standing label (another viewer answered it first).
-
-        Check and insert happen in one transaction, so a query is answered at most once
-        however many viewers show it. The query's claim is released.
-        """
-        if choice not in CHOICES:
-            raise StoreError(f"label choice must be one of {CHOICES}, got {choice!r}")
-        with self.transaction():
-            row = self.db.execute(f"SELECT {self._PENDING} FROM queries q WHERE q.id=?",
-                                  (query_id,)).fetchone()
-            if row is None:
-                raise StoreError(f"cannot label query {query_id}: no such query in {self.path}")
-            if not row[0]:
-                return None
-            cur = self.db.execute(
-                "INSERT INTO labels (query_id, choice, teacher, created, shown_swapped, "
-                "response_time) VALUES (?, ?, ?, ?, ?, ?)",
-                (query_id, choice, teacher, time.time(),
-                 None if shown_swapped is None else int(shown_swapped), response_time))
-            # Answered: the claim has done its job (an undo claims the query again).
-            self.db.execute("UPDATE queries SET claimed_by=NULL, claimed_until=NULL "
-                            "WHERE id=?", (query_id,))
-            return cur.lastrowid
-
-    @_guarded
-    def undo_label(self, label_id: int, teacher: str, viewer: str, lease: float) -> Query:
-        """Retract a label (appending, deleting nothing) and claim its query for ``viewer``,
-        in one transaction, so no other viewer can take the query in between."""
-        with self.transaction():
-            row = self.db.execute(
-                "SELECT l.query_id FROM labels l WHERE l.id=? AND l.choice != 'retract' AND "
-                "NOT EXISTS (SELECT 1 FROM labels r WHERE r.retracts = l.id)",
-                (label_id,)).fetchone()
-            if row is None:
-                raise StoreError(f"cannot undo label {label_id}: no such standing label")
-            self.db.execute(
-                "INSERT INTO labels (query_id, choice, teacher, created, retracts) "
-                "VALUES (?, 'retract', ?, ?, ?)", (row[0], teacher, time.time(), label_id))
-            self.db.execute("UPDATE queries SET claimed_by=?, claimed_until=? WHERE id=?",
-                            (viewer, time.time() + lease, row[0]))
-        return self.get_query(row[0])
+    def counts(self) -> StoreCounts:
+        """What the store holds, read in one statement (one consistent snapshot)."""
+        clips, queries, labels, skipped, events = self.db.execute(
+            "SELECT (SELECT COUNT(*) FROM clips), (SELECT COUNT(*) FROM queries), "
+            f"(SELECT COUNT(*) FROM ({STANDING_LABELS})), "
+            f"(SELECT COUNT(*) FROM ({STANDING_LABELS}) WHERE choice='skip'), "
+            "(SELECT COUNT(*) FROM labels)").fetchone()
+        return StoreCounts(clips=clips, queries=queries, labels=labels, skipped=skipped,
+                           pending=queries - labels, label_events=events)

@@ -1,7 +1,7 @@
 """SQLite errors on the store made into one-line ``StoreError``s that say what is wrong and
 what to do (``diagnose``), and the two places they are caught: ``_guarded`` store methods and
-``_Transaction``. ``rlhf.store`` imports and re-exports these; ``Store`` is imported here only
-for type checkers, so there is no import cycle.
+``_Transaction``. ``rlhf.store`` imports and re-exports these; this module imports nothing
+of the store, so there is no import cycle.
 """
 
 from __future__ import annotations
@@ -12,12 +12,9 @@ import os
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Concatenate, Literal, ParamSpec, TypeVar
+from typing import Concatenate, Literal, ParamSpec, Protocol, TypeVar
 
 from rlhf.io import free_bytes, read_only_fs
-
-if TYPE_CHECKING:
-    from rlhf.store import Store
 
 
 class StoreError(RuntimeError):
@@ -97,16 +94,21 @@ def _read_only(path: Path) -> str:
             f"(chmod u+w {path.parent} {path}) or copy the run")
 
 
+class _OnStore(Protocol):
+    path: Path  # the store's file, named in the message
+
+
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
+_S = TypeVar("_S", bound=_OnStore)
 
 
-def _guarded(method: Callable[Concatenate[Store, _P], _R]) -> Callable[Concatenate[Store, _P], _R]:
+def _guarded(method: Callable[Concatenate[_S, _P], _R]) -> Callable[Concatenate[_S, _P], _R]:
     """An SQLite error in a store method (damage found on a query, a failing disk) becomes
     a one-line StoreError, as it would at the open; a misuse of sqlite3 stays a bug."""
 
     @functools.wraps(method)
-    def wrapper(self: Store, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+    def wrapper(self: _S, *args: _P.args, **kwargs: _P.kwargs) -> _R:
         try:
             return method(self, *args, **kwargs)
         except sqlite3.DatabaseError as e:

@@ -32,8 +32,6 @@ recording never leaves a partial video, and an existing file is only replaced wi
 from __future__ import annotations
 
 import math
-import os
-import sys
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -42,6 +40,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from rlhf.display import headless_sdl
 from rlhf.outputs import check_output_path
 
 SUFFIXES = (".gif", ".mp4")
@@ -100,7 +99,7 @@ class VideoRecorder:
     Args:
         cfg: the run's config (``rlhf.config.Config``).
         obs_rms_path: the checkpoint's ``obs_rms.npz`` (used where ``agent.normalize_obs``).
-        seed: the env's seed; None: ``cfg.seed + EVAL_SEED_OFFSET`` (``rlhf.agent``), where
+        seed: the env's seed; None: ``cfg.seed + CLI_EVAL`` (``rlhf.seeds``), where
             ``rlhf eval``'s episodes start (held-out initial states, not the training env's).
 
     Raises ``VideoError`` naming the env id if it cannot render ``rgb_array`` frames.
@@ -109,12 +108,12 @@ class VideoRecorder:
     def __init__(self, cfg: Any, obs_rms_path: Path | None = None, seed: int | None = None):
         from stable_baselines3.common.vec_env import VecEnv
 
-        from rlhf.agent import EVAL_SEED_OFFSET, eval_env
+        from rlhf.agent import eval_env
         from rlhf.environment import FrameRecorder
+        from rlhf.seeds import CLI_EVAL
 
-        if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
-            # Classic-control envs initialise pygame's display even for rgb_array frames.
-            os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+        # Classic-control envs initialise pygame's display even for rgb_array frames.
+        headless_sdl()
         self.env_id = cfg.env.id
         with warnings.catch_warnings():
             # gymnasium warns (and makes the env anyway) when rgb_array is not offered
@@ -124,7 +123,7 @@ class VideoRecorder:
             # on for.
             self.env: VecEnv = eval_env(
                 cfg, obs_rms_path=obs_rms_path, record_frames=True,
-                seed=EVAL_SEED_OFFSET if seed is None else seed - cfg.seed)
+                seed=CLI_EVAL if seed is None else seed - cfg.seed)
         env = self.env.unwrapped.envs[0]
         modes = list(env.unwrapped.metadata.get("render_modes") or [])
         if "rgb_array" not in modes:
@@ -196,16 +195,6 @@ class VideoRecorder:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def record_video(agent: Any, cfg: Any, path: str | Path, *, obs_rms_path: Path | None = None,
-                 episodes: int = 1, deterministic: bool = True, max_fps: float | None = None,
-                 size: int | None = None, force: bool = False,
-                 seed: int | None = None) -> Recording:
-    """One-call form of ``VideoRecorder(cfg, obs_rms_path, seed).record(...)``."""
-    check_video_path(path, force)
-    with VideoRecorder(cfg, obs_rms_path, seed) as rec:
-        return rec.record(agent, path, episodes, deterministic, max_fps, size, force)
 
 
 # -- writers ---------------------------------------------------------------------------------

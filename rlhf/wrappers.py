@@ -31,6 +31,17 @@ class LearnedRewardVecEnv(VecEnvWrapper):
 
     ``reward_fn`` can be swapped at any time (``set_reward_fn``), e.g. after each reward
     model fit. With ``reward_fn=None`` the env's own reward passes through.
+
+    >>> import gymnasium as gym
+    >>> from stable_baselines3.common.vec_env import DummyVecEnv
+    >>> venv = DummyVecEnv([lambda: gym.make("Pendulum-v1")] * 2)
+    >>> env = LearnedRewardVecEnv(venv, lambda obs, act, nxt: obs[:, 0] + act[:, 0])
+    >>> obs = env.reset()
+    >>> _, rewards, _, infos = env.step(np.ones((2, 1), np.float32))
+    >>> bool(np.allclose(rewards, obs[:, 0] + 1)), rewards.shape   # r(o_t, a_t), per env
+    (True, (2,))
+    >>> "true_reward" in infos[0]                                   # the env's own, kept aside
+    True
     """
 
     def __init__(self, venv: VecEnv, reward_fn: RewardFn | None = None,

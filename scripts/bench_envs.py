@@ -34,9 +34,11 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from baselines import random_return  # noqa: E402
+
 from rlhf.config import Config  # noqa: E402
-from rlhf.evaluate import random_return  # noqa: E402
 from rlhf.scores import score_vec_env  # noqa: E402
+from rlhf.seeds import CLI_EVAL  # noqa: E402
 from rlhf.teachers import ScoreFn, load_score_fn  # noqa: E402
 
 # -- score: RLHF vs PPO on the scripted score ------------------------------------------------
@@ -56,7 +58,7 @@ def scripted_return(agent: Any, cfg: Config, score: ScoreFn, episodes: int,
 
     one = copy.deepcopy(cfg)
     one.env.n_envs = 1
-    env = score_env(one, score, seed=20_000, obs_rms=obs_rms)
+    env = score_env(one, score, seed=CLI_EVAL, obs_rms=obs_rms)
     returns, _ = evaluate_policy(agent, env, n_eval_episodes=episodes, deterministic=True,
                                  return_episode_rewards=True, warn=False)
     env.close()
@@ -101,7 +103,7 @@ def cmd_score(args: argparse.Namespace) -> None:
                                     env.obs_rms if cfg.agent.normalize_obs else None)
         env.close()
         rand = random_return(cfg.env, args.episodes, score, action_seed=0,
-                             first_reset_seed=20_000)
+                             first_reset_seed=CLI_EVAL)
         row = {"config": args.config, "seed": seed, "labels": result.labels,
                "timesteps": result.timesteps, "rlhf_score": rlhf_score,
                "ppo_on_score": ppo_score, "random": rand,

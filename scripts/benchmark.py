@@ -32,14 +32,16 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from rlhf.clips import Clip  # noqa: E402
-from rlhf.config import RewardConfig  # noqa: E402
-from rlhf.reward.model import FeatureSpec, RewardModel  # noqa: E402
-from rlhf.reward.reference import (  # noqa: E402
+from reference_ensemble import (  # noqa: E402
     ReferenceEnsemble,
     reference_pair_loop_step,
     reference_train_step,
 )
+
+from rlhf.clips import Clip  # noqa: E402
+from rlhf.config import RewardConfig  # noqa: E402
+from rlhf.reward.device import cpu_has_native_bf16  # noqa: E402
+from rlhf.reward.model import FeatureSpec, RewardModel  # noqa: E402
 from rlhf.reward.trainer import RewardTrainer  # noqa: E402
 
 ACTION_DIM = {11: 3, 17: 6, 376: 17}  # Hopper, HalfCheetah, Humanoid
@@ -78,10 +80,14 @@ def _sync(device: torch.device) -> Callable[[], None]:
 
 
 def ceilings(device: torch.device, repeats: int = 3) -> dict[str, float]:
-    """Measured peak GFLOP/s of a large matmul (fp32; bf16), and GB/s of a device copy."""
+    """Measured peak GFLOP/s of a large matmul (fp32; bf16 where the device multiplies bf16
+    natively: emulated, one 2048x2048 product takes about a minute), and GB/s of a copy."""
     out = {}
     n = 4096 if device.type == "cuda" else 2048
-    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+    dtypes = [("fp32", torch.float32)]
+    if device.type == "cuda" or cpu_has_native_bf16():
+        dtypes.append(("bf16", torch.bfloat16))
+    for name, dtype in dtypes:
         a = torch.randn(n, n, device=device, dtype=dtype)
         b = torch.randn(n, n, device=device, dtype=dtype)
         k = 20 if device.type == "cuda" else 5

@@ -52,6 +52,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from rlhf.seeds import LOOP_EVAL, RANDOM_FLOOR  # noqa: E402
+
 
 @dataclass(frozen=True)
 class Task:
@@ -171,9 +173,9 @@ def plan(experiments: list[str], tasks: list[str], seeds: list[int], quick: bool
 def run_job(job: Job, out: Path) -> dict[str, Any]:
     """Run ``job``; returns its result (final return, curve, random return, wall time)."""
     import torch
+    from baselines import random_return
 
     from rlhf.config import load_config
-    from rlhf.evaluate import random_return
 
     cfg = load_config(job.config,
                       [*job.overrides, f"seed={job.seed}",
@@ -187,7 +189,7 @@ def run_job(job: Job, out: Path) -> dict[str, Any]:
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     return {**asdict(job), "name": job.name, "final_return": final,
             "random_return": random_return(cfg.env, 10, _score(cfg), action_seed=cfg.seed,
-                                           first_reset_seed=cfg.seed + 50_000),
+                                           first_reset_seed=cfg.seed + RANDOM_FLOOR),
             "timesteps": timesteps, "labels": labels,
             "label_budget": cfg.loop.total_labels if job.kind == "rlhf" else 0,
             "wall_s": wall, "cpu_s": cpu, "torch_threads": torch.get_num_threads(),
@@ -208,7 +210,7 @@ def _eval_env(cfg, train_env):
     score = _score(cfg)
     if score is None:
         return eval_env(cfg, train_env)
-    return score_vec_env(cfg, score, n_envs=1, seed=cfg.seed + 10_000, train_env=train_env,
+    return score_vec_env(cfg, score, n_envs=1, seed=cfg.seed + LOOP_EVAL, train_env=train_env,
                          evaluation=True)
 
 

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from rlhf.config import ConfigError, load_config  # noqa: E402
-from rlhf.store import Store, StoreError  # noqa: E402
+from rlhf.store import Store, StoreCounts, StoreError  # noqa: E402
 
 RUN = ["loop.total_timesteps=2048", "loop.iterations=4", "loop.total_labels=40",
        "eval.every=0", "eval.episodes=1"]
@@ -62,18 +62,18 @@ def trial(run_dir: Path, kind: str, rng: random.Random, duration: float) -> dict
                              text=True, timeout=600)
     tracebacks += int("Traceback" in resumed.stderr)
     after = labels(run_dir)
-    counts, pairs = {"labels": 0, "label_events": 0}, []
+    counts, pairs = StoreCounts(0, 0, 0, 0, 0, 0), []
     if (run_dir / "store.sqlite").exists():
         with Store(run_dir / "store.sqlite") as store:
             counts = store.counts()
             pairs = [tuple(sorted((q.clip_a, q.clip_b))) for q in
-                     (store.get_query(i) for i in range(1, counts["queries"] + 1))]
+                     (store.get_query(i) for i in range(1, counts.queries + 1))]
     return {"kind": kind, "landed": proc.returncode != 0, "stopped_rc": proc.returncode,
             "resume_rc": resumed.returncode,
             "labels_before": len(before), "labels_lost": len(before - after),
-            "labels_after": len(after), "label_events": counts["label_events"],
+            "labels_after": len(after), "label_events": counts.label_events,
             "duplicate_pairs": len(pairs) - len(set(pairs)), "tracebacks": tracebacks,
-            "finished": resumed.returncode == 0 and counts["labels"] == 40}
+            "finished": resumed.returncode == 0 and counts.labels == 40}
 
 
 def malformed_inputs(n: int, rng: random.Random, tmp: Path) -> Counter:

@@ -563,9 +563,9 @@ def concurrent_attacks() -> list[Attack]:
         tb = any("Traceback" in err for _, err in results)
         with Store(run_dir / "store.sqlite") as store:
             counts = store.counts()
-        ok = codes == [0] + [2] * (n - 1) and counts["queries"] == counts["labels"] == 10 \
-            and counts["label_events"] == 10
-        return Outcome(ok and not tb, f"exit codes {codes}, {counts['queries']} queries", tb,
+        ok = codes == [0] + [2] * (n - 1) and counts.queries == counts.labels == 10 \
+            and counts.label_events == 10
+        return Outcome(ok and not tb, f"exit codes {codes}, {counts.queries} queries", tb,
                        len(before - labels(run_dir)))
     return [Attack("concurrent trainers", "2 resumes of a stopped run", lambda w: run(w, 2, False)),
             Attack("concurrent trainers", "3 resumes of a stopped run", lambda w: run(w, 3, False)),

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("MUJOCO_GL", "egl")
+# What the tests share with the benchmarks (the per-member reference ensemble, the
+# random-action floor) lives in scripts/, not in the package.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 
 import gymnasium as gym
 import numpy as np

@@ -7,11 +7,11 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from measures import spearman
 from torch import nn
 
 from rlhf.clips import Clip
 from rlhf.config import RewardConfig
-from rlhf.evaluate import spearman
 from rlhf.reward import FeatureSpec, RewardModel, RewardTrainer
 from rlhf.reward.cnn import EnsembleCNN, default_conv_layers
 from rlhf.reward.network import EnsembleMLP

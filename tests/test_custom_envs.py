@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import rlhf_envs
 from gymnasium.utils.env_checker import check_env
+from measures import spearman
 from rlhf_envs import reach2d
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize, VecTransposeImage
 
@@ -29,7 +30,6 @@ from rlhf.environment import (
     resolve_env_id,
     state_adapter,
 )
-from rlhf.evaluate import spearman
 from rlhf.reward import FeatureSpec, RewardModel, RewardTrainer
 from rlhf.reward.cnn import EnsembleCNN
 from rlhf.teachers import SimulatedTeacher, load_score_fn

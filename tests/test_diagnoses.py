@@ -104,7 +104,7 @@ def test_read_only_run_is_reported_as_read_only_not_corrupt(run, tmp_path, capsy
                 store.add_label(1, "a", "t")
         rc, out, err = _cli(capsys, "status", ro)
         if rc == 0:  # `rlhf status` opens the store as a reader
-            assert f"{counts['labels']}/" in out
+            assert f"{counts.labels}/" in out
         else:
             _no_destructive_advice(_one_line_error(rc, err, "store.sqlite", "read-only"))
 
@@ -113,13 +113,13 @@ def test_read_only_sqlite_connection_is_reported_as_read_only(run):
     """No mount needed: SQLite opened read-only (a URI, ``mode=ro``) refuses a write with
     its own 'attempt to write a readonly database'."""
     with Store(run / "store.sqlite", readonly=True) as store:
-        labels = store.counts()["labels"]
+        labels = store.counts().labels
         with pytest.raises(StoreError) as caught:
             store.add_label(1, "a", "t")
         assert "read-only" in str(caught.value)
         _no_destructive_advice(str(caught.value))
     with Store(run / "store.sqlite") as store:
-        assert store.counts()["labels"] == labels
+        assert store.counts().labels == labels
 
 
 # -- 2. a truncated or damaged store ----------------------------------------------------------
@@ -358,7 +358,7 @@ def test_damaged_policy_is_named(run, capsys, damage, words):
 ], ids=["truncated", "list", "binary", "wrong-type"])
 def test_damaged_status_json_is_reported_and_ignored(run, capsys, damage, words):
     with Store(run / "store.sqlite") as store:
-        labels = store.counts()["labels"]
+        labels = store.counts().labels
     damage(run / "status.json")
     rc, out, err = _cli(capsys, "status", run)
     assert rc == 0 and f"{labels}/" in out and "Traceback" not in err

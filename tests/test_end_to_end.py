@@ -39,10 +39,10 @@ def test_rlhf_train_smoke_then_status_and_eval(tmp_path):
     assert any((run_dir / "tb").rglob("events.out.tfevents.*"))
     with Store(run_dir / "store.sqlite") as store:
         counts = store.counts()
-    assert counts["labels"] == 30 and counts["pending"] == 0
+    assert counts.labels == 30 and counts.pending == 0
 
     status = json.loads(_cli("status", str(run_dir), "--json").stdout)
-    assert status["labels"] == 30 and status["clips"] == counts["clips"]
+    assert status["labels"] == 30 and status["clips"] == counts.clips
     assert status["timesteps"] == 1024 and status["finished"] is True
     assert isinstance(status["latest_eval_return"], float)
     assert 0.0 <= status["reward_model_val_accuracy"] <= 1.0
@@ -96,7 +96,7 @@ def test_example_scripts_run(tmp_path, script):
     assert out.returncode == 0, out.stderr
     assert "labels 16" in out.stdout or "after 16 labels" in out.stdout
     with Store(tmp_path / "run" / "store.sqlite") as store:
-        assert store.counts()["labels"] == 16
+        assert store.counts().labels == 16
 
 
 def test_relabelling_per_rollout_runs_the_same_loop_as_per_step(tmp_path):

@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 import torch
-
-from rlhf.reward.network import EnsembleMLP
-from rlhf.reward.reference import (
+from reference_ensemble import (
     ReferenceEnsemble,
     reference_pair_loop_step,
     reference_train_step,
 )
+
+from rlhf.reward.network import EnsembleMLP
 
 
 @pytest.mark.parametrize("hidden", [[16], [32, 32], [8, 8, 8]])

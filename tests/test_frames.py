@@ -12,6 +12,7 @@ import numpy as np
 import pygame
 import pytest
 
+from rlhf import loop
 from rlhf.agent import EnvStack, make_env_stack, rollout
 from rlhf.checkenv import check, preflight
 from rlhf.clips import Clip
@@ -245,7 +246,8 @@ def test_loop_asks_about_recorded_clips_and_the_viewer_shows_their_frames(tmp_pa
         assert len(pool) >= 6 and all(c.frames is not None for c in pool)
         run.ask(4, iteration=0)
         # The loop keeps no frames in memory for its own use; the store has them all.
-        assert run.clips and all(c.frames is None for c in run.clips.values())
+        clips = run.learner.clips
+        assert clips and all(c.frames is None for c in clips.values())
         with Store(run.dir.store) as store:
             queries = store.pending_queries()
             assert len(queries) == 4
@@ -280,7 +282,7 @@ def test_loop_asks_about_recorded_clips_and_the_viewer_shows_their_frames(tmp_pa
 def test_human_teacher_on_an_env_without_state_or_frames_fails_at_start(tmp_path):
     cfg = dots_config(f"env.id={BLIND}", f"run_dir={tmp_path / 'run'}")
     with pytest.raises(EnvError) as info:
-        Run(cfg, progress=False)
+        loop.run(cfg, progress=False)  # the preflight, before anything of the run is made
     message = str(info.value)
     assert "\n" not in message
     assert message.startswith(f"{BLIND}: render: BlindDotsEnv does not offer render_mode "

@@ -188,7 +188,7 @@ def test_two_resumes_at_once_one_runs_one_is_refused_and_the_budget_holds(tmp_pa
     assert "another trainer" in _one_line_error(refused)
     with Store(run_dir / "store.sqlite") as store:
         counts = store.counts()
-    assert counts["queries"] == counts["labels"] == 10  # not one query over the budget
+    assert counts.queries == counts.labels == 10  # not one query over the budget
 
 
 # -- a run whose store is gone -----------------------------------------------------------

@@ -15,9 +15,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from baselines import random_return
 
 from rlhf import load_config, run
-from rlhf.evaluate import random_return
 from rlhf.teachers import SimulatedTeacher
 
 ROOT = Path(__file__).resolve().parent.parent

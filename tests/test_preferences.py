@@ -48,7 +48,7 @@ def test_asks_each_pair_once_stores_each_clip_once_and_learns(tmp_path):
                 pool[i] = clip
             assert learner.fit() is not None
         counts = store.counts()
-        assert trainable(counts) == learner.fitted_labels == 60 and counts["pending"] == 0
+        assert trainable(counts) == learner.fitted_labels == 60 and counts.pending == 0
         asked = store.asked_pairs(store.clip_ids())
         assert len({frozenset(p) for p in asked}) == 60  # never the same pair twice
         # A clip asked about in two rounds was stored once: one row per distinct clip.
@@ -66,7 +66,7 @@ def test_the_first_round_is_random_and_the_same_for_every_strategy(tmp_path):
         with Store(tmp_path / f"{k}.sqlite", create=True) as store:
             _learner(store, strategy=strategy, seed=3).ask(list(pool), 8, iteration=0)
             clips = {c.id: c for c in store.get_clips(store.clip_ids())}
-            queries = [store.get_query(i) for i in range(1, store.counts()["queries"] + 1)]
+            queries = [store.get_query(i) for i in range(1, store.counts().queries + 1)]
             asked.append([(clips[q.clip_a].true_return, clips[q.clip_b].true_return)
                           for q in queries])
     assert len(asked[0]) == 8 and asked[0] == asked[1]
@@ -80,5 +80,5 @@ def test_pending_queries_a_simulated_teacher_answers_and_a_person_keeps(tmp_path
             store.add_queries([(stored[i].id, stored[i + 1].id) for i in range(0, 8, 2)], 0)
             learner = _learner(store, teacher=teacher)  # as after a resume: nothing in memory
             learner.answer_pending()
-            assert store.counts()["pending"] == pending_after
+            assert store.counts().pending == pending_after
             assert (learner.fit() is None) == bool(pending_after)

@@ -60,7 +60,6 @@ def test_classic_control_and_custom_replay_is_pixel_identical(env_id):
 
 
 def test_mujoco_replay_matches_collection(monkeypatch):
-    pytest.importorskip("mujoco")
     env_id = "HalfCheetah-v5"
     kwargs = {"width": 160, "height": 120}  # small frames: CPU rendering is slow
     states, exact, _ = _record(env_id, steps=6, forward=True, **kwargs)

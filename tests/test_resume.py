@@ -57,9 +57,9 @@ def _check_finished(run_dir: Path, before: list[tuple[int, str]]) -> None:
     with Store(run_dir / "store.sqlite") as store:
         counts = store.counts()
         pairs = [(q.clip_a, q.clip_b) for q in
-                 (store.get_query(i) for i in range(1, counts["queries"] + 1))]
-    assert counts["queries"] == 40 and counts["labels"] == 40 and counts["pending"] == 0
-    assert counts["label_events"] == 40  # each query answered exactly once
+                 (store.get_query(i) for i in range(1, counts.queries + 1))]
+    assert counts.queries == 40 and counts.labels == 40 and counts.pending == 0
+    assert counts.label_events == 40  # each query answered exactly once
     assert len(set(pairs)) == len(pairs)
     status = json.loads((run_dir / "status.json").read_text())
     assert status["finished"] and status["timesteps"] == 2048

@@ -153,7 +153,7 @@ def test_sac_kill_9_at_a_failpoint_and_resume_loses_nothing(tmp_path):
     after = _labels(run_dir)
     assert set(before) <= set(after) and len(after) == 30
     with Store(run_dir / "store.sqlite") as store:
-        assert store.counts()["label_events"] == 30  # each query answered once
+        assert store.counts().label_events == 30  # each query answered once
     assert json.loads((run_dir / "status.json").read_text())["timesteps"] == 1200
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from rlhf.clips import Clip
-from rlhf.store import Store, StoreError
+from rlhf.store import SCHEMA_VERSION, Store, StoreCounts, StoreError
 
 
 def _clip(rng, t=5, with_states=True) -> Clip:
@@ -50,8 +50,8 @@ def test_labels_are_append_only_with_undo(tmp_path):
     pairs, mu = store.preferences()
     assert mu.tolist() == [0.5, 0.0]
     counts = store.counts()
-    assert counts["labels"] == 3 and counts["pending"] == 0 and counts["skipped"] == 1
-    assert counts["label_events"] == 5  # nothing was deleted
+    assert counts.labels == 3 and counts.pending == 0 and counts.skipped == 1
+    assert counts.label_events == 5  # nothing was deleted
     label = store.labels()[0]
     assert label.query_id == q[1].id and label.choice == "equal"
 
@@ -66,7 +66,7 @@ def test_label_errors(tmp_path):
         store.add_label(q.id, "left", "bob")
     with pytest.raises(StoreError, match="cannot retract label 7"):
         store.retract(7, "bob")
-    assert store.counts()["label_events"] == 0
+    assert store.counts().label_events == 0
 
 
 def test_refuses_missing_foreign_newer_and_corrupt_files(tmp_path):
@@ -79,15 +79,66 @@ def test_refuses_missing_foreign_newer_and_corrupt_files(tmp_path):
     newer = tmp_path / "newer.sqlite"
     Store(newer, create=True).close()
     db = sqlite3.connect(newer)
-    db.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
+    db.execute("PRAGMA user_version = 99")
     db.commit()
     db.close()
-    with pytest.raises(StoreError, match="schema version '99'.*upgrade rlhf"):
+    with pytest.raises(StoreError, match="schema version 99 is not one.*upgrade rlhf"):
         Store(newer)
     garbage = tmp_path / "garbage.sqlite"
     garbage.write_bytes(b"this is not a database at all" * 100)
     with pytest.raises(StoreError, match="corrupt"):
         Store(garbage)
+
+
+def _as_written_before_user_version(path, version="1"):
+    """The store as rlhf wrote it before the schema version moved to PRAGMA user_version:
+    a ``meta`` table holding ``schema_version``, user_version 0."""
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version = 0")
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (version,))
+    db.commit()
+    db.close()
+
+
+def test_schema_version_is_user_version_and_old_stores_are_migrated(tmp_path):
+    path = tmp_path / "s.sqlite"
+    with Store(path, create=True) as store:
+        assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert store.db.execute("SELECT 1 FROM sqlite_master WHERE name='meta'").fetchone() \
+            is None
+        c = store.add_clips([_clip(np.random.default_rng(0)) for _ in range(2)])
+        (q,) = store.add_queries([(c[0].id, c[1].id)], 0)
+        store.add_label(q.id, "a", "alice")
+        counts = store.counts()
+    _as_written_before_user_version(path)
+    with Store(path, readonly=True) as store:  # a reader opens it and changes nothing
+        assert store.counts() == counts
+        assert store.db.execute("PRAGMA user_version").fetchone()[0] == 0
+    with Store(path) as store:  # a writer moves the version to user_version
+        assert store.counts() == counts and store.labels()[0].choice == "a"
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    # The old marker stays, so an older rlhf on another labeller's machine still opens it.
+    assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("1",)
+    db.close()
+    Store(path).close()  # and opens again as a current store
+    for version, shown in (("99", "99"), ("x", "'x'")):
+        old = tmp_path / f"old-{version}.sqlite"
+        Store(old, create=True).close()
+        _as_written_before_user_version(old, version)
+        with pytest.raises(StoreError, match=f"schema version {shown} is not one.*upgrade rlhf"):
+            Store(old)
+
+
+def test_counts_is_a_typed_record_with_the_json_keys(tmp_path):
+    with Store(tmp_path / "s.sqlite", create=True) as store:
+        counts = store.counts()
+    assert isinstance(counts, StoreCounts)
+    assert counts.as_dict() == {"clips": 0, "queries": 0, "labels": 0, "skipped": 0,
+                                "pending": 0, "label_events": 0}
+    assert list(counts.as_dict()) == ["clips", "queries", "labels", "skipped", "pending",
+                                      "label_events"]
 
 
 def test_asked_pairs_over_a_pool_larger_than_sqlites_variable_limit(tmp_path):

@@ -159,8 +159,8 @@ def test_scripted_keys_store_exactly_the_expected_labels(run_dir, open_app):
         assert lab.choice == EXPECTED[side][int(lab.shown_swapped)], (qid, side)
         assert lab.teacher == "tester" and lab.response_time > 0
     assert {lab.shown_swapped for lab in labels.values()} == {True, False}
-    assert counts["label_events"] == 7 + 2  # two retractions appended, nothing deleted
-    assert counts["skipped"] == 0  # the skip was undone and answered 'equal', then undone
+    assert counts.label_events == 7 + 2  # two retractions appended, nothing deleted
+    assert counts.skipped == 0  # the skip was undone and answered 'equal', then undone
     assert app.session.answered == 5
 
 
@@ -248,7 +248,7 @@ def test_screenshot_shows_both_clips_and_the_hud(run_dir, tmp_path, capsys):
         part = region(hud)
         assert len(np.unique(part.reshape(-1, 3), axis=0)) > 5, hud  # text drawn
     with Store(run_dir.store) as store:  # a screenshot claims and labels nothing
-        assert store.claim_holders() == {} and store.counts()["label_events"] == 0
+        assert store.claim_holders() == {} and store.counts().label_events == 0
 
 
 def test_label_command_errors_are_one_line(tmp_path, capsys):
@@ -380,7 +380,7 @@ def test_trainer_and_two_viewers_answer_each_query_at_most_once(run_dir):
     assert trainer.wait(60) == 0
     store = Store(run_dir.store)
     deadline = time.monotonic() + 90
-    while store.counts()["pending"] > 0 and time.monotonic() < deadline:
+    while store.counts().pending > 0 and time.monotonic() < deadline:
         time.sleep(0.2)
     # SIGTERM quits cleanly, like pressing Q. First: did both viewers exit cleanly? (A
     # crash between storing a label and logging it would otherwise surface below as a count
@@ -389,7 +389,7 @@ def test_trainer_and_two_viewers_answer_each_query_at_most_once(run_dir):
     assert codes == [0, 0], [v.stderr for v in viewers]
     said = [stored_label_ids(v.lines) for v in viewers]
     rows = store.db.execute("SELECT id, query_id, teacher FROM labels").fetchall()
-    assert store.counts()["pending"] == 0 and store.counts()["queries"] == 6 + 4 * 6
+    assert store.counts().pending == 0 and store.counts().queries == 6 + 4 * 6
     per_query: dict[int, int] = {}
     for _, qid, _ in rows:
         per_query[qid] = per_query.get(qid, 0) + 1
@@ -459,7 +459,7 @@ def test_asynchronous_person_run_waits_for_first_labels_then_never_stalls(tmp_pa
     assert result.timesteps == 512  # the agent went on while pairs stayed unanswered
     with Store(tmp_path / "run" / "store.sqlite") as store:
         counts = store.counts()
-    assert counts["labels"] == 5 and counts["pending"] > 0
+    assert counts.labels == 5 and counts.pending > 0
 
 
 @pytest.mark.slow
@@ -500,7 +500,7 @@ def test_synchronous_person_run_resumed_mid_wait_waits_again(tmp_path):
             time.sleep(0.1)
         with Store(run_dir / "store.sqlite") as store:
             asked = store.counts()
-        assert asked["pending"] > 0 and asked["labels"] == 0
+        assert asked.pending > 0 and asked.labels == 0
     finally:
         trainer.send_signal(signal.SIGTERM)
         trainer.communicate(timeout=60)
@@ -513,7 +513,7 @@ def test_synchronous_person_run_resumed_mid_wait_waits_again(tmp_path):
         person.stop.set()
     assert all(row["labels"] == row["queries"] for row in result.metrics)
     first = result.metrics[0]
-    assert first["queries"] == asked["queries"]  # the pending pairs, not new ones
+    assert first["queries"] == asked.queries  # the pending pairs, not new ones
     assert not np.isnan(first["rm_train_loss"])
 
 

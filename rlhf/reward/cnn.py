@@ -5,13 +5,9 @@ holds ``weight`` (M, out, in, k, k) and ``bias`` (M, out)), and one call evaluat
 member. The convolutions run as *grouped* convolutions: the M members' channels sit side by
 side in one tensor and ``groups=M`` keeps them apart, so each layer is one conv call for the
 whole ensemble. Inputs shared by all members skip even the M-fold copy: the first layer is an
-ordinary convolution with the members' filters stacked as output channels. Grouped
-convolution measured faster than ``torch.func.vmap`` over the members throughout (3 members,
-400 64x64x3 images each, shared 2-core CPU; ``python scripts/bench_envs.py cnn``): 1.4-1.6x
-for a training step, 2-4x for a shared-input forward, which is also 2x faster than a loop
-over members. Single-threaded, a per-member loop trained about 1.3x faster: interleaving the
-members' images into channels costs a copy of every input pixel, which per-member
-convolutions on strided views avoid.
+ordinary convolution with the members' filters stacked as output channels. Why grouped
+convolutions rather than ``torch.func.vmap`` or a loop over members: BENCHMARKS.md, "Custom
+environments" (``python scripts/bench_envs.py cnn``).
 
 The network reads the reward model's flat feature vector (D,) = [image pixels (already scaled
 by 1/255, in the observation's own layout), next-observation pixels if used, action features],
@@ -26,7 +22,7 @@ import math
 import torch
 from torch import nn
 
-from rlhf.reward.network import EnsembleMLP
+from rlhf.reward.network import LEAKY_SLOPE, EnsembleMLP
 
 ConvLayer = tuple[int, int, int]
 """(out_channels, kernel, stride) of one convolution."""
@@ -135,7 +131,7 @@ class EnsembleCNN(nn.Module):
             weight = w.reshape(-1, *w.shape[2:])  # (M*out, in, k, k)
             groups = 1 if (shared and i == 0) else m
             img = nn.functional.conv2d(img, weight, b.reshape(-1), stride=stride, groups=groups)
-            img = nn.functional.leaky_relu(img, 0.01)
+            img = nn.functional.leaky_relu(img, LEAKY_SLOPE)
         feats = img.reshape(n, m, -1).transpose(0, 1)  # (M, N, F)
         if self.extra_dim:
             extra = x[..., self.pixels:]

@@ -7,8 +7,10 @@ Saved as safetensors (weights and buffers) plus a JSON config; never pickle.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 
 import gymnasium as gym
@@ -16,11 +18,12 @@ import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
 from torch import nn
 
 from rlhf.io import atomic_save, atomic_write_text
 from rlhf.reward.cnn import EnsembleCNN
-from rlhf.reward.network import EnsembleMLP
+from rlhf.reward.network import LEAKY_SLOPE, EnsembleMLP
 
 WEIGHTS, CONFIG = "reward_model.safetensors", "reward_model.json"
 
@@ -30,9 +33,10 @@ class FeatureSpec:
     """How raw observations and actions become the reward network's input vector (D,).
 
     Observations are flattened (Dict observations arrive already flattened; images are
-    scaled by 1/255); Discrete and MultiDiscrete actions are one-hot encoded. Images (uint8,
-    3-D, HWC or CHW) get a convolutional network (``make_network``), which reshapes the
-    flat pixels back into images; everything else gets an MLP.
+    scaled by 1/255); Discrete and MultiDiscrete actions are one-hot encoded. Images (what
+    SB3's ``is_image_space`` calls one: a 3-D uint8 Box in [0, 255], HWC or CHW) get a
+    convolutional network (``make_network``), which reshapes the flat pixels back into
+    images; everything else gets an MLP.
     """
 
     obs_shape: tuple[int, ...]
@@ -48,10 +52,9 @@ class FeatureSpec:
                     use_next_obs: bool = False) -> FeatureSpec:
         if isinstance(obs_space, gym.spaces.Dict):
             obs_shape = (int(gym.spaces.flatdim(obs_space)),)
-            is_image = False
         else:
             obs_shape = tuple(obs_space.shape)
-            is_image = len(obs_shape) == 3 and obs_space.dtype == np.uint8
+        is_image = is_image_space(obs_space)  # SB3's rule: the reward model and SB3 agree
         if isinstance(action_space, gym.spaces.Discrete):
             kind, nvec = "discrete", (int(action_space.n),)
         elif isinstance(action_space, gym.spaces.MultiDiscrete):
@@ -64,11 +67,16 @@ class FeatureSpec:
         return cls(obs_shape, is_image, kind, tuple(action_space.shape or ()), nvec, use_action,
                    use_next_obs)
 
-    @property
+    @cached_property
     def channels_first(self) -> bool:
-        """Images only: (C, H, W) when the smallest axis comes first, else (H, W, C) (the
-        same rule as SB3's ``is_image_space_channels_first``)."""
-        return bool(self.obs_is_image and int(np.argmin(self.obs_shape)) == 0)
+        """Images only: (C, H, W) when the smallest axis comes first, else (H, W, C) (SB3's
+        ``is_image_space_channels_first``; its warning for a smallest middle axis is left to
+        SB3's policy and ``rlhf check-env``)."""
+        if not self.obs_is_image:
+            return False
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Treating image space as channels-last")
+            return is_image_space_channels_first(gym.spaces.Box(0, 255, self.obs_shape, np.uint8))
 
     @property
     def obs_dim(self) -> int:
@@ -367,7 +375,7 @@ class _NumpyReward:
         for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
             x = np.matmul(x, w) + b  # (N, D) @ (M, D, H) broadcasts to (M, N, H)
             if i < last:
-                x = np.maximum(x, 0.01 * x)  # leaky ReLU, as EnsembleMLP
+                x = np.maximum(x, LEAKY_SLOPE * x)  # leaky ReLU, as EnsembleMLP
         r = (x[..., 0].mean(0) - self.out_mean) / self.out_std
         if self.clip > 0:
             r = np.clip(r, -self.clip, self.clip)

@@ -14,6 +14,9 @@ import math
 import torch
 from torch import nn
 
+LEAKY_SLOPE = 0.01
+"""The negative slope of every hidden activation of the reward networks (leaky ReLU)."""
+
 
 class EnsembleMLP(nn.Module):
     """M independent MLPs ``D -> hidden... -> 1`` evaluated in one batched pass.
@@ -50,7 +53,7 @@ class EnsembleMLP(nn.Module):
             else:
                 x = torch.baddbmm(b, x, w)
             if i < last:
-                x = torch.nn.functional.leaky_relu(x, 0.01)
+                x = torch.nn.functional.leaky_relu(x, LEAKY_SLOPE)
         return x.squeeze(-1)
 
     def l2(self) -> torch.Tensor:

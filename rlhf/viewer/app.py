@@ -333,8 +333,8 @@ class ViewerApp:
                 agent += ", finished"
         total = status.get("total_labels", self.cfg.loop.total_labels)
         parts = [f"this session: {self.session.answered}",
-                 f"pending: {counts['pending']}",
-                 f"labels: {counts['labels']}/{total}"]
+                 f"pending: {counts.pending}",
+                 f"labels: {counts.labels}/{total}"]
         if agent:
             parts.append(agent)
         self._status_text = "   ·   ".join(parts)

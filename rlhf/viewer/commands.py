@@ -4,16 +4,16 @@ start (for ``rlhf train --label``)."""
 from __future__ import annotations
 
 import io
-import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from rlhf.config import Config, ConfigError, load_config
+from rlhf.config import Config
+from rlhf.display import headless_sdl
 from rlhf.io import atomic_write_bytes
 from rlhf.outputs import check_output_path
 from rlhf.render import ClipRenderer
-from rlhf.rundir import RunDir, RunDirError
+from rlhf.rundir import RunDir
 from rlhf.store import Store, StoreError
 
 
@@ -23,11 +23,7 @@ class ViewerError(RuntimeError):
 
 def run_config(run_dir: str | Path, overrides: Sequence[str] = ()) -> Config:
     """The run's resolved config, with ``key.path=value`` overrides (e.g. viewer.speed=2)."""
-    run = RunDir.open(run_dir)
-    try:
-        return load_config(run.config, list(overrides))
-    except ConfigError as e:
-        raise RunDirError(f"{run.config}: {e}") from None
+    return RunDir.open(run_dir).load_config(overrides)
 
 
 def wait_for_run(run_dir: str | Path, poll: float = 0.5,
@@ -82,7 +78,7 @@ def screenshot(run_dir: str | Path, out: str | Path, overrides: Sequence[str] = 
     out = check_output_path(out, SCREENSHOT_SUFFIXES, "screenshot", force=force,
                             protected=[RunDir.open(run_dir).path])
     # A screenshot needs no window on screen; with no display it could not open one.
-    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    headless_sdl(always=True)
     import pygame
 
     from rlhf.viewer.app import ViewerApp

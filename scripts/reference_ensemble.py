@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rlhf.reward.network import EnsembleMLP
+from rlhf.reward.network import LEAKY_SLOPE, EnsembleMLP
 
 
 class ReferenceEnsemble(nn.Module):
@@ -30,7 +30,7 @@ class ReferenceEnsemble(nn.Module):
                     linear.bias.copy_(b[m, 0])
                 layers.append(linear)
                 if i < n_layers - 1:
-                    layers.append(nn.LeakyReLU(0.01))
+                    layers.append(nn.LeakyReLU(LEAKY_SLOPE))
             self.members.append(nn.Sequential(*layers))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

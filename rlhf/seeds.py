@@ -1,0 +1,9 @@
+"""Where each env's random stream starts, relative to the run's ``seed``: one table, so that
+no two streams share initial states (training envs start at the run's seed itself)."""
+
+LOOP_EVAL = 10_000
+"""The loop's periodic true-return evaluation (``eval.every``) and the benchmarks' baselines."""
+CLI_EVAL = 20_000
+"""``rlhf eval`` and its ``--video``."""
+RANDOM_FLOOR = 50_000
+"""The benchmarks' random-action floor of a normalised score."""
