@@ -45,6 +45,7 @@ from rlhf.store_errors import SQLITE_READONLY_DBMOVED as SQLITE_READONLY_DBMOVED
 from rlhf.store_schema import (
     LIVE_LABELS,
     PENDING,
+    QUERY_ROWS,
     SCHEMA_VERSION,
     STANDING_LABELS,
     Label,
@@ -227,8 +228,7 @@ class Store(Claims):
 
     @_guarded
     def get_query(self, query_id: int) -> Query:
-        row = self.db.execute("SELECT id, clip_a, clip_b, iteration FROM queries WHERE id=?",
-                              (query_id,)).fetchone()
+        row = self.db.execute(f"{QUERY_ROWS} WHERE q.id=?", (query_id,)).fetchone()
         if row is None:
             raise StoreError(f"no query with id {query_id} in {self.path}")
         return Query(*row)
@@ -247,8 +247,7 @@ class Store(Claims):
     @_guarded
     def pending_queries(self, limit: int | None = None) -> list[Query]:
         """Queries without a standing label, oldest first."""
-        sql = f"SELECT q.id, q.clip_a, q.clip_b, q.iteration FROM queries q WHERE {PENDING} " \
-              "ORDER BY q.id"
+        sql = f"{QUERY_ROWS} WHERE {PENDING} ORDER BY q.id"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         return [Query(*row) for row in self.db.execute(sql)]

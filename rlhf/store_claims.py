@@ -19,12 +19,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rlhf.store_errors import StoreError, _guarded
-from rlhf.store_schema import PENDING, Query
+from rlhf.store_schema import PENDING, QUERY_ROWS, Query
 
 if TYPE_CHECKING:
     from rlhf.store_errors import _Transaction
-
-_QUERY = "SELECT q.id, q.clip_a, q.clip_b, q.iteration FROM queries q"
 
 
 class Claims:
@@ -63,7 +61,7 @@ class Claims:
         not_in = f"AND q.id NOT IN ({','.join('?' * len(skip))})" if skip else ""
         with self.transaction():
             row = self.db.execute(
-                f"{_QUERY} WHERE (q.claimed_by IS NULL OR q.claimed_by = ? OR "
+                f"{QUERY_ROWS} WHERE (q.claimed_by IS NULL OR q.claimed_by = ? OR "
                 "q.claimed_until IS NULL OR q.claimed_until <= ?) "
                 f"{not_in} AND {PENDING} ORDER BY q.id LIMIT 1",
                 (viewer, now, *skip)).fetchone()

@@ -47,6 +47,9 @@ CREATE INDEX IF NOT EXISTS labels_retracts ON labels(retracts);
 PRAGMA user_version = {SCHEMA_VERSION};
 """
 
+QUERY_ROWS = "SELECT q.id, q.clip_a, q.clip_b, q.iteration FROM queries q"
+"""A ``Query`` record per row (``Query(*row)``), for a WHERE clause to follow."""
+
 # Which label stands for a query, defined here once. A label is live while it is not a
 # retraction and no retraction takes it back; the label that stands for a query is its
 # latest live one; a query is pending while none stands. Subqueries (SQLite flattens them),
