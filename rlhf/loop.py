@@ -40,7 +40,7 @@ from rlhf.queries import QueryStrategy, make_strategy
 from rlhf.resume import record_components
 from rlhf.reward.model import FeatureSpec, RewardModel
 from rlhf.reward.trainer import FitStats, RewardTrainer
-from rlhf.rundir import Interrupted, RunDir
+from rlhf.rundir import Interrupted, RunDir, sigterm_raises_interrupt
 from rlhf.schedule import eval_iterations, iteration_ends, label_schedule
 from rlhf.store import Store, StoreCounts
 from rlhf.teachers import ScoreFn, Teacher, make_teacher
@@ -311,6 +311,10 @@ def run(cfg: Config, *, teacher: Teacher | None = None, strategy: QueryStrategy 
     ``resume=True`` continues the run in ``cfg.run_dir`` from its newest checkpoint (see
     ``rlhf.resume.resume_config``). Ctrl-C or SIGTERM saves a checkpoint and raises ``Interrupted``.
     """
+    if cfg.tune is not None:
+        raise ConfigError("this config has a tune section: it tunes parameters from "
+                          "comparisons rather than training an agent; use rlhf tune "
+                          "(rlhf.tune.run_tune)")
     preflight(cfg)  # a broken env fails in one line, before anything is built
     r = Run(cfg, teacher=teacher, strategy=strategy, score=score, force=force,
             progress=progress, resume=resume)
@@ -329,7 +333,7 @@ def run(cfg: Config, *, teacher: Teacher | None = None, strategy: QueryStrategy 
               f"{lp.iterations - rollouts} iterations only ask and refit", flush=True)
     evaluated = set(eval_iterations(lp.iterations, cfg.eval.every))
     eval_return, done = math.nan, -1
-    previous_sigterm = _sigterm_raises_interrupt()
+    previous_sigterm = sigterm_raises_interrupt()
     try:
         start = r.restore() if resume else 0
         if resume:
@@ -385,14 +389,3 @@ def run(cfg: Config, *, teacher: Teacher | None = None, strategy: QueryStrategy 
         with contextlib.suppress(ValueError):  # ValueError: not the main thread
             signal.signal(signal.SIGTERM, previous_sigterm)
         r.close()
-
-
-def _sigterm_raises_interrupt() -> Any:
-    """Make SIGTERM behave like Ctrl-C (main thread only); returns the previous handler."""
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    try:
-        return signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        return signal.getsignal(signal.SIGTERM)

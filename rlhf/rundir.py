@@ -16,6 +16,7 @@
           reward_model.safetensors, reward_model.json
           trainer.safetensors, state.json   optimiser, RNG states, progress
       tb/                    TensorBoard logs
+      best.json, utility.png a tuning run's recommendation and estimated utility (rlhf tune)
       trainer.lock           held (flock) by the one trainer of this run while it runs
 """
 
@@ -29,6 +30,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -46,7 +48,7 @@ POLICY, OBS_RMS, REPLAY = "policy.zip", "obs_rms.npz", "replay.zip"
 checkpoint module writes the first two, the agent the others."""
 RUN_FILES = frozenset({"config.yaml", "store.sqlite", "store.sqlite-wal", "store.sqlite-shm",
                        "store.sqlite-journal", "status.json", "metrics.csv", "checkpoints",
-                       "tb", LOCK_NAME})
+                       "tb", LOCK_NAME, "best.json", "utility.png"})
 """Everything rlhf writes in a run directory (``--force`` touches nothing else)."""
 _CHECKPOINT_ENTRY = re.compile(r"LATEST|it-\d{5}-\d{10}|\.(tmp|old)-[0-9a-f]{8}|"
                                r"\.LATEST\..*\.tmp")
@@ -64,10 +66,21 @@ class CheckpointError(RunDirError):
 class Interrupted(Exception):
     """A run stopped by Ctrl-C or SIGTERM, after saving a checkpoint."""
 
-    def __init__(self, run_dir: Path, checkpointed: bool = True):
+    def __init__(self, run_dir: Path, checkpointed: bool = True, command: str = "rlhf train"):
         saved = "checkpoint saved" if checkpointed else "labels so far are saved"
-        super().__init__(f"interrupted; {saved}. Resume with: rlhf train --resume {run_dir}")
+        super().__init__(f"interrupted; {saved}. Resume with: {command} --resume {run_dir}")
         self.run_dir = run_dir
+
+
+def sigterm_raises_interrupt() -> Any:
+    """Make SIGTERM behave like Ctrl-C (main thread only); returns the previous handler."""
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        return signal.getsignal(signal.SIGTERM)
 
 
 @dataclass(frozen=True)

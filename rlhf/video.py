@@ -174,10 +174,14 @@ class VideoRecorder:
         returns: list[float] = []
         obs = self.env.reset()
         t = 0
+        # As evaluate_policy does: an agent whose policy keeps state (an RNN, a tuning run's
+        # behaviour) is told where episodes start.
+        starts = np.ones(1, dtype=bool)
         while len(returns) < episodes:
             self._recorder.set_recording(t % every == 0)
-            actions, _ = agent.predict(obs, deterministic=deterministic)
+            actions, _ = agent.predict(obs, episode_start=starts, deterministic=deterministic)
             obs, _, dones, infos = self.env.step(actions)
+            starts = np.asarray(dones, dtype=bool)
             if "frame" in infos[0]:
                 append(infos[0]["frame"])
             t += 1

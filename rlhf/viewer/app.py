@@ -321,6 +321,17 @@ class ViewerApp:
         counts = self.store.counts()
         status = self.run.read_status()
         agent = ""
+        if status.get("kind") == "tune":  # a tuning run: comparisons and the best so far
+            parts = [f"this session: {self.session.answered}", f"pending: {counts.pending}",
+                     f"comparisons: {counts.labels}/{status.get('total_comparisons', '?')}"]
+            if status.get("utility_mean") is not None:
+                parts.append(f"best so far: estimated utility {status['utility_mean']:.2f} "
+                             f"± {status['utility_std']:.2f}")
+            if status.get("finished"):
+                parts.append("finished")
+            self._status_text = "   ·   ".join(parts)
+            self._dirty = True
+            return
         if status:
             agent = (f"agent: {status.get('timesteps', 0):,}/"
                      f"{status.get('total_timesteps', 0):,} steps")

@@ -66,6 +66,22 @@ CAPTION_H = 30
 MESSAGE_H = 26
 
 
+def wrap_to_width(font: pygame.font.Font, text: str, width: int) -> list[str]:
+    """``text`` broken at spaces into lines that ``font`` draws at most ``width`` pixels
+    wide (a single longer word keeps its own line): measured, since a bold title's letters
+    are wider than any fixed characters-per-pixel guess."""
+    lines: list[str] = []
+    line = ""
+    for word in text.split():
+        trial = f"{line} {word}" if line else word
+        if line and font.size(trial)[0] > width:
+            lines.append(line)
+            line = word
+        else:
+            line = trial
+    return [*lines, line] if line else lines
+
+
 @dataclass(frozen=True)
 class Layout:
     """Rectangles of every part of the window, from its size."""
@@ -162,8 +178,7 @@ class Hud:
 
     def instructions(self, screen: pygame.Surface, text: str) -> None:
         rect = self.layout.instructions
-        chars = max(20, rect.width // 11)
-        lines = textwrap.wrap(text, chars)[:2] or [""]
+        lines = wrap_to_width(self.title, text, rect.width - 16)[:2] or [""]
         h = self.title.get_linesize()
         y = rect.centery - h * len(lines) // 2
         for line in lines:
