@@ -1,6 +1,8 @@
 """The ``rlhf`` command line.
 
     rlhf train CONFIG [--run-dir DIR] [--seed N] [--force] [--label] [key.path=value ...]
+    rlhf tune CONFIG [--run-dir DIR] [--seed N] [--force] [--no-viewer] [key.path=value ...]
+    rlhf tune --resume RUN_DIR [tune.comparisons=N ...]
     rlhf label RUN_DIR [--screenshot out.png] [--name NAME] [--speed X] [key.path=value ...]
     rlhf status RUN_DIR [--json]
     rlhf eval RUN_DIR [--episodes N] [--video OUT.gif|OUT.mp4 [--video-episodes N] [--force]]
@@ -13,14 +15,17 @@ User errors (bad config, unknown env, missing run) print one line and exit 2; no
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from rlhf.config import ConfigError, load_config
+from rlhf.config import Config, ConfigError, load_config
 from rlhf.io import SaveError
 from rlhf.lock import RunLocked
 from rlhf.render import RenderError
@@ -38,46 +43,86 @@ def cmd_train(args: argparse.Namespace) -> int:
     from rlhf.loop import run
     from rlhf.resume import resume_config
 
-    overrides = list(args.overrides)
     if args.resume:
-        # `rlhf train --resume DIR [key=value ...]`: the positional CONFIG slot may hold the
-        # first override; the config itself comes from the run directory.
-        if args.config is not None:
-            overrides.insert(0, args.config)
-        if args.seed is not None or args.run_dir is not None or args.force:
-            raise ConfigError("--resume continues a run as it was configured; drop --seed, "
-                              "--run-dir and --force")
-        cfg = resume_config(args.resume, overrides)
+        cfg = resume_config(args.resume, _resume_overrides(args))
     else:
-        if args.config is None:
-            raise ConfigError("rlhf train needs a CONFIG file (e.g. configs/pendulum.yaml), "
-                              "or --resume RUN_DIR")
-        if args.seed is not None:
-            overrides.append(f"seed={args.seed}")
-        if args.run_dir is not None:
-            overrides.append(f"run_dir={args.run_dir}")
-        cfg = load_config(args.config, overrides)
-    viewer = None
-    if args.label:
-        if cfg.teacher.kind != "human":
-            raise ConfigError(f"--label opens the viewer for a person, but teacher.kind is "
-                              f"{cfg.teacher.kind!r}; add teacher.kind=human")
-        if cfg.run_dir is None:  # fix it now, so the viewer knows where to look
-            cfg.run_dir = str(RunDir.default_path(cfg))
-        viewer = subprocess.Popen([sys.executable, "-m", "rlhf.cli", "label", cfg.run_dir,
-                                   "--wait"])
-    try:
+        cfg = load_config(args.config, _start_overrides(args, "rlhf train",
+                                                        "configs/pendulum.yaml"))
+    if cfg.tune is not None:
+        raise ConfigError(f"{args.config or args.resume}: a tuning config (it has a tune "
+                          "section): run it with rlhf tune "
+                          + (f"--resume {args.resume}" if args.resume else str(args.config)))
+    if args.label and cfg.teacher.kind != "human":
+        raise ConfigError(f"--label opens the viewer for a person, but teacher.kind is "
+                          f"{cfg.teacher.kind!r}; add teacher.kind=human")
+    with _viewer(cfg, args.label):
         result = run(cfg, force=args.force, progress=not args.quiet,
                      resume=args.resume is not None)
+    print(f"rlhf: done: {result.timesteps} timesteps, {result.labels} labels, "
+          f"final true return {result.final_return:.2f}; run directory {result.run_dir}")
+    return 0
+
+
+@contextlib.contextmanager
+def _viewer(cfg: Config, open_it: bool) -> Iterator[None]:
+    """With ``open_it``: the viewer on ``cfg``'s run in a child process while the block runs
+    (it waits for the run directory to appear), closed cleanly after it."""
+    if not open_it:
+        yield
+        return
+    if cfg.run_dir is None:  # fix it now, so the viewer knows where to look
+        cfg.run_dir = str(RunDir.default_path(cfg))
+    viewer = subprocess.Popen([sys.executable, "-m", "rlhf.cli", "label", cfg.run_dir,
+                               "--wait"])
+    try:
+        yield
     finally:
-        if viewer is not None and viewer.poll() is None:
+        if viewer.poll() is None:
             viewer.terminate()  # the viewer quits cleanly on SIGTERM; answers are saved
             try:
                 viewer.wait(10)
             except subprocess.TimeoutExpired:
                 viewer.kill()
-    print(f"rlhf: done: {result.timesteps} timesteps, {result.labels} labels, "
-          f"final true return {result.final_return:.2f}; run directory {result.run_dir}")
+
+
+def _resume_overrides(args: argparse.Namespace) -> list[str]:
+    """``rlhf train|tune --resume DIR [key=value ...]``: the positional CONFIG slot may hold
+    the first override; the config itself comes from the run directory."""
+    overrides = list(args.overrides)
+    if args.config is not None:
+        overrides.insert(0, args.config)
+    if args.seed is not None or args.run_dir is not None or args.force:
+        raise ConfigError("--resume continues a run as it was configured; drop --seed, "
+                          "--run-dir and --force")
+    return overrides
+
+
+def _start_overrides(args: argparse.Namespace, command: str, example: str) -> list[str]:
+    if args.config is None:
+        raise ConfigError(f"{command} needs a CONFIG file (e.g. {example}), or --resume RUN_DIR")
+    return [*args.overrides, *([f"seed={args.seed}"] if args.seed is not None else []),
+            *([f"run_dir={args.run_dir}"] if args.run_dir is not None else [])]
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from rlhf.tune.run import resume_tune_config, run_tune
+
+    if args.resume:
+        cfg = resume_tune_config(args.resume, _resume_overrides(args))
+    else:
+        cfg = load_config(args.config, _start_overrides(args, "rlhf tune",
+                                                        "configs/tune_reach2d.yaml"))
+        if cfg.tune is None:
+            raise ConfigError(f"{args.config}: no tune section (tune.params, tune.behaviour): "
+                              f"an RL config; train an agent with rlhf train {args.config}")
+    with _viewer(cfg, cfg.teacher.kind == "human" and not args.no_viewer):
+        result = run_tune(cfg, force=args.force, resume=args.resume is not None,
+                          log=(lambda _: None) if args.quiet else print)
+    best = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in result.params.items())
+    print(f"rlhf: done: {result.comparisons} comparisons; best {best} (estimated utility "
+          f"{result.utility_mean:.2f} ± {result.utility_std:.2f}); run directory "
+          f"{result.run_dir}")
     return 0
 
 
@@ -108,6 +153,8 @@ def run_status(run_dir: str | Path) -> dict:
     with Store(run.store, readonly=True) as store:  # a reader: a read-only run works too
         counts = store.counts()
     status = {**run.read_status(), **counts.as_dict(), "run_dir": str(run.path)}
+    if status.get("kind") == "tune":
+        return status
     latest = run.latest_checkpoint()
     status["checkpoints"] = {
         "latest": None if latest is None else str(latest),
@@ -122,6 +169,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(status, indent=2, default=float))
         return 0
+    if status.get("kind") == "tune":
+        print(_tune_status_line(status))
+        return 0
     ret = status.get("latest_eval_return")
     acc = status.get("reward_model_val_accuracy")
     print(f"{status['run_dir']}: {status.get('timesteps', 0)}/{status.get('total_timesteps', '?')}"
@@ -132,6 +182,20 @@ def cmd_status(args: argparse.Namespace) -> int:
           f"{', finished' if status.get('finished') else ''}")
     return 0
 
+
+
+def _tune_status_line(status: dict) -> str:
+    best = status.get("best")
+    shown = "-" if not best else ", ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.items())
+    mean, std = status.get("utility_mean"), status.get("utility_std")
+    lat = status.get("latency_median")
+    return (f"{status['run_dir']}: {status['labels']}/{status.get('total_comparisons', '?')} "
+            f"comparisons ({status['pending']} pending, {status.get('ties', 0)} ties, "
+            f"{status['skipped']} skipped); best {shown}; estimated utility "
+            + ("-" if mean is None else f"{mean:.2f} ± {std:.2f}")
+            + ("" if lat is None else f"; next pair {lat:.2f} s after an answer (median)")
+            + (", finished" if status.get("finished") else ""))
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from rlhf.agent import eval_env, load_trained_agent
@@ -145,21 +209,38 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise ConfigError(f"{given}: these options go with --video OUT (a .gif or .mp4)")
     run = RunDir.open(args.run_dir)
     cfg = run.load_config()
-    latest = run.latest_checkpoint()
-    if latest is None:
-        raise RunDirError(f"{run.path}: no checkpoint yet (the run saves one after its "
-                          "initial labels)")
+    params = None
+    if cfg.tune is not None:  # a tuning run: its recommended parameters' behaviour
+        from rlhf.tune.behaviour import load_behaviour
+        from rlhf.tune.evaluate import BehaviourAgent
+        from rlhf.tune.result import read_best
+
+        params = read_best(run).params
+        behaviour = load_behaviour(cfg.tune.behaviour)
+        obs_rms = None
+
+        def make_agent(env: Any) -> Any:
+            return BehaviourAgent(behaviour, params, env.num_envs)
+    else:
+        latest = run.latest_checkpoint()
+        if latest is None:
+            raise RunDirError(f"{run.path}: no checkpoint yet (the run saves one after its "
+                              "initial labels)")
+        obs_rms = latest / OBS_RMS
+
+        def make_agent(env: Any) -> Any:
+            return load_trained_agent(cfg, env, latest)
     if args.video is not None:
         from rlhf.video import VideoRecorder, check_video_path
 
         # A bad path is refused before any work; nothing of the run is ever written over.
         check_video_path(args.video, force=args.force, protected=[run.path])
-    env = eval_env(cfg, obs_rms_path=latest / OBS_RMS, seed=CLI_EVAL)
+    env = eval_env(cfg, obs_rms_path=obs_rms, seed=CLI_EVAL)
     recorder = recording = None
     try:
         if args.video is not None:  # an env without frames: refused before any episode
-            recorder = VideoRecorder(cfg, obs_rms_path=latest / OBS_RMS)
-        agent = load_trained_agent(cfg, env, latest)
+            recorder = VideoRecorder(cfg, obs_rms_path=obs_rms)
+        agent = make_agent(env)
         returns = true_returns(agent, env, args.episodes, deterministic=not args.stochastic)
         if recorder is not None:
             recording = recorder.record(agent, args.video, episodes=args.video_episodes or 1,
@@ -173,11 +254,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     result = {"episodes": len(returns), "mean": float(returns.mean()),
               "std": float(returns.std()), "min": float(returns.min()),
               "max": float(returns.max())}
+    if params is not None:
+        result["params"] = params
     if args.json:
         if recording is not None:
             result["video"] = recording.as_dict()
         print(json.dumps(result))
     else:
+        if params is not None:
+            print("parameters: " + ", ".join(f"{k}={v}" for k, v in params.items()))
         print(f"true return over {len(returns)} episodes: {result['mean']:.2f} "
               f"± {result['std']:.2f} (min {result['min']:.2f}, max {result['max']:.2f})")
         if recording is not None:
@@ -253,6 +338,22 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--label", action="store_true",
                    help="also open the viewer (a child process) to label this run's pairs")
     t.set_defaults(fn=cmd_train)
+
+    tu = sub.add_parser("tune", help="tune a few parameters from pairwise choices "
+                        "(preferential Bayesian optimisation)")
+    tu.add_argument("config", nargs="?", help="YAML tuning config, e.g. "
+                    "configs/tune_reach2d.yaml")
+    tu.add_argument("overrides", nargs="*", help="key.path=value overrides")
+    tu.add_argument("--run-dir", help="where the run lives (default runs/<name>-s<seed>-<time>)")
+    tu.add_argument("--seed", type=int)
+    tu.add_argument("--force", action="store_true", help="start over in an existing run dir")
+    tu.add_argument("--resume", metavar="RUN_DIR",
+                    help="continue a stopped tuning run; no answer is lost")
+    tu.add_argument("--quiet", action="store_true", help="print only the result")
+    tu.add_argument("--no-viewer", action="store_true",
+                    help="with teacher.kind=human: do not open the viewer (label from another "
+                         "terminal or machine: rlhf label RUN_DIR)")
+    tu.set_defaults(fn=cmd_tune)
 
     lb = sub.add_parser("label", help="label a run's pairs in the viewer window")
     lb.add_argument("run_dir")

@@ -220,6 +220,45 @@ class EvalConfig:
 
 
 @dataclass
+class ParamConfig:
+    """One parameter a tuning run searches over (``tune.params``)."""
+
+    name: str
+    low: float
+    high: float
+    log: bool = False
+    """Search on a log scale (``low`` > 0): for gains and rates that matter by ratio."""
+    integer: bool = False
+    """Round to whole numbers (``low`` and ``high`` are then whole numbers too)."""
+
+
+@dataclass
+class TuneConfig:
+    """Preferential Bayesian optimisation (``rlhf tune``): a handful of parameters tuned
+    from pairwise choices, instead of an RL agent."""
+
+    params: list[ParamConfig] = field(default_factory=list)
+    behaviour: str = ""
+    """``module:attr`` of a callable ``behaviour(params: dict[str, float]) -> policy``,
+    where ``policy(obs) -> action`` (one fresh policy per episode, so it may keep state)."""
+    comparisons: int = 30
+    """Comparisons to ask (skips count: a person spent the time)."""
+    strategy: str = "eubo"
+    """How the next pair is chosen: 'eubo' (the incumbent against the candidate of highest
+    expected utility of the best option), 'incumbent-random' (the incumbent against a
+    random candidate), 'random' (two random candidates), or ``module:attr``
+    (``rlhf.tune.pairs.PairStrategy``)."""
+    candidates: int = 1024
+    """Points scored by the acquisition per pair (a Sobol set plus points near the
+    incumbent)."""
+    fit_every: int = 5
+    """Refit the GP's hyperparameters every this many comparisons; between refits only the
+    posterior is updated with the new comparison (milliseconds, not a second)."""
+    episode_steps: int | None = None
+    """Steps per behaviour clip; None = the env's own episode length."""
+
+
+@dataclass
 class Config:
     name: str = "run"
     seed: int = 0
@@ -233,6 +272,8 @@ class Config:
     loop: LoopConfig = field(default_factory=LoopConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     viewer: ViewerConfig = field(default_factory=ViewerConfig)
+    tune: TuneConfig | None = None
+    """Set in a tuning config (``rlhf tune``); an RL run (``rlhf train``) has none."""
     components: dict[str, str] = field(default_factory=dict)
     """Set by ``rlhf.loop.run``, not by hand: the teacher, query strategy or scoring function
     a script passed by argument (role -> import path), so that a resume without the same

@@ -129,6 +129,10 @@ BOUNDS: dict[str, Bound] = {
     "viewer.prefetch": Bound(1, 64, why="pairs rendered ahead"),
     "viewer.claim_seconds": Bound(5, 86_400, why="viewers renew claims every third of it"),
     "viewer.poll_seconds": Bound(0, 3600, low_open=True),
+    "tune.comparisons": Bound(1, 100_000),
+    "tune.candidates": Bound(2, 10**6, why="points scored per pair"),
+    "tune.fit_every": Bound(1, 100_000, why="comparisons between hyperparameter fits"),
+    "tune.episode_steps": Bound(1, 10**6),
 }
 """Every numeric config value's range, by dotted path (a list's bound is its items'): a
 field missing here fails every ``validate``, so a new one cannot go unbounded."""
@@ -150,6 +154,14 @@ def _numeric_kind(tp: Any) -> str | None:
     return None
 
 
+def _section(tp: Any) -> type | None:
+    """The config class of a section field (``X`` or an optional ``X | None``), else None."""
+    if get_origin(tp) in (Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        tp = args[0] if len(args) == 1 else None
+    return tp if isinstance(tp, type) and dataclasses.is_dataclass(tp) else None
+
+
 def numeric_fields(cls: type | None = None, prefix: str = "") -> list[tuple[str, str]]:
     """(dotted path, 'number' or 'list') for every numeric field under config class ``cls``
     (default: Config)."""
@@ -161,8 +173,8 @@ def numeric_fields(cls: type | None = None, prefix: str = "") -> list[tuple[str,
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         path = f"{prefix}.{f.name}" if prefix else f.name
-        if dataclasses.is_dataclass(hints[f.name]):
-            found += numeric_fields(hints[f.name], path)
+        if (section := _section(hints[f.name])) is not None:
+            found += numeric_fields(section, path)
         elif (kind := _numeric_kind(hints[f.name])) is not None:
             found.append((path, kind))
     return found
@@ -172,6 +184,8 @@ def _lookup(cfg: Config, path: str) -> Any:
     value: Any = cfg
     for part in path.split("."):
         value = getattr(value, part)
+        if value is None:  # an optional section left out, or an optional value
+            return None
     return value
 
 
@@ -214,6 +228,10 @@ def validate(cfg: Config) -> None:
     r = cfg.reward
     _check(r.device == "auto" or r.device == "cpu" or r.device.startswith("cuda"), "reward.device",
            f"must be 'auto', 'cpu' or 'cuda[:N]', got {r.device!r}")
+    if cfg.tune is not None:
+        from rlhf.tune.space import validate_tune
+
+        validate_tune(cfg.tune)
     t = cfg.teacher
     _check(t.score is None or ":" in t.score, "teacher.score",
            f"must be 'module:function', got {t.score!r}")

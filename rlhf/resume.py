@@ -18,25 +18,33 @@ RESUME_OVERRIDABLE = ("eval.", "viewer.", "teacher.asynchronous", "teacher.min_n
                       "reward.compile", "reward.precision", "reward.relabel")
 
 
-def resume_config(run_dir: str | Path, overrides: list[str] | None = None) -> Config:
+TUNE_RESUME_OVERRIDABLE = ("viewer.", "teacher.instructions", "tune.comparisons")
+"""What a resumed tuning run may change: how it is watched, and how many comparisons in
+all (ask for more, or stop sooner)."""
+
+
+def resume_config(run_dir: str | Path, overrides: list[str] | None = None,
+                  overridable: tuple[str, ...] = RESUME_OVERRIDABLE,
+                  command: str = "rlhf train") -> Config:
     """The config a run was started with (from its directory), for ``run(resume=True)``.
 
-    Overrides may change only ``RESUME_OVERRIDABLE`` keys; once the run has restored with
-    them, ``run`` writes them into config.yaml, so a second resume sees them too.
+    Overrides may change only ``overridable`` keys; once the run has restored with them,
+    ``run`` writes them into config.yaml, so a second resume sees them too.
     """
     run = RunDir.open(run_dir)
     for item in overrides or []:
         key = item.partition("=")[0].strip()
-        if not key.startswith(RESUME_OVERRIDABLE):
+        if not key.startswith(overridable):
             raise ConfigError(f"{key}: cannot be changed when resuming (the run's clips, "
                               "labels and checkpoints depend on it); start a new run with "
-                              "rlhf train CONFIG instead")
+                              f"{command} CONFIG instead")
     cfg = run.load_config(overrides or ())
     cfg.run_dir = str(run_dir)
     return cfg
 
 
-def record_components(cfg: Config, given: dict[str, Any], resume: bool) -> None:
+def record_components(cfg: Config, given: dict[str, Any], resume: bool,
+                      entry: str = "run", command: str = "rlhf train") -> None:
     """Write what a script passed to ``run`` by argument into ``cfg.components`` (role ->
     ``module:qualname``), so the run's config.yaml says what it was made with; a resume
     must be given the same roles again (the config's own would silently differ)."""
@@ -46,8 +54,8 @@ def record_components(cfg: Config, given: dict[str, Any], resume: bool) -> None:
         if missing:
             what = ", ".join(f"{role} {cfg.components[role]}" for role in missing)
             raise ConfigError(f"components: this run was started with a {what} passed by a "
-                              "script; resume it from that script (run(cfg, resume=True, "
-                              f"{'=..., '.join(missing)}=...)), not with rlhf train --resume")
+                              f"script; resume it from that script ({entry}(cfg, resume=True, "
+                              f"{'=..., '.join(missing)}=...)), not with {command} --resume")
         return
     cfg.components = passed
 

@@ -7,3 +7,9 @@ CLI_EVAL = 20_000
 """``rlhf eval`` and its ``--video``."""
 RANDOM_FLOOR = 50_000
 """The benchmarks' random-action floor of a normalised score."""
+TUNE_PAIRS = 30_000
+"""A tuning run's pairs: pair k's two behaviours both start from ``reset(seed + TUNE_PAIRS
++ k)``."""
+TUNE_UTILITY = 40_000
+"""The tuning benchmark's true utility of a parameter vector: its mean over episodes from
+here (none of them a start any pair was shown from)."""

@@ -11,6 +11,7 @@ beside it.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 import zipfile
@@ -43,6 +44,7 @@ from rlhf.store_errors import SQLITE_NOTADB as SQLITE_NOTADB
 from rlhf.store_errors import SQLITE_READONLY as SQLITE_READONLY
 from rlhf.store_errors import SQLITE_READONLY_DBMOVED as SQLITE_READONLY_DBMOVED
 from rlhf.store_schema import (
+    CANDIDATES,
     LIVE_LABELS,
     PENDING,
     QUERY_ROWS,
@@ -169,18 +171,56 @@ class Store(Claims):
     @_guarded
     def add_clips(self, clips: list[Clip]) -> list[Clip]:
         """Store clips in one transaction; returns them with their ids set."""
+        with self.transaction():
+            return self._insert_clips(clips)
+
+    def _insert_clips(self, clips: list[Clip]) -> list[Clip]:
         out = []
         now = time.time()
+        for clip in clips:
+            blob = encode_arrays(obs=clip.obs, actions=clip.actions, rewards=clip.rewards,
+                                 dones=clip.dones, last_obs=clip.last_obs,
+                                 states=clip.states, frames=clip.frames)
+            cur = self.db.execute(
+                "INSERT INTO clips (env_step, length, true_return, data, created) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (clip.env_step, len(clip), clip.true_return, blob, now))
+            out.append(clip.with_id(cur.lastrowid))
+        return out
+
+    @_guarded
+    def add_candidate_clips(self, clips: list[Clip],
+                            params: list[dict[str, float | int]]) -> list[Clip]:
+        """A tuning run's clips with the parameters whose behaviour each shows, in one
+        transaction (a clip never lands without its parameters); returns them with ids."""
+        if len(clips) != len(params):
+            raise ValueError(f"{len(clips)} clips but {len(params)} parameter sets")
         with self.transaction():
-            for clip in clips:
-                blob = encode_arrays(obs=clip.obs, actions=clip.actions, rewards=clip.rewards,
-                                     dones=clip.dones, last_obs=clip.last_obs,
-                                     states=clip.states, frames=clip.frames)
-                cur = self.db.execute(
-                    "INSERT INTO clips (env_step, length, true_return, data, created) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    (clip.env_step, len(clip), clip.true_return, blob, now))
-                out.append(clip.with_id(cur.lastrowid))
+            self.db.execute(CANDIDATES)
+            out = self._insert_clips(clips)
+            self.db.executemany("INSERT INTO candidates (clip_id, params) VALUES (?, ?)",
+                                [(c.id, json.dumps(p)) for c, p in zip(out, params,
+                                                                       strict=True)])
+        return out
+
+    @_guarded
+    def candidate_params(self) -> dict[int, dict[str, float | int]]:
+        """clip id -> the parameters its behaviour was made with (a tuning run's clips; {}
+        for an RL run's store)."""
+        if not self.db.execute("SELECT 1 FROM sqlite_master WHERE type='table' "
+                               "AND name='candidates'").fetchone():
+            return {}
+        out = {}
+        for cid, text in self.db.execute("SELECT clip_id, params FROM candidates"):
+            try:
+                params = json.loads(text)
+            except ValueError:
+                params = None
+            if not isinstance(params, dict):
+                raise StoreError(f"{self.path}: the parameters of clip {cid} are damaged "
+                                 f"({text[:40]!r}); the store is corrupt: restore it from a "
+                                 "copy")
+            out[cid] = params
         return out
 
     @_guarded
@@ -232,6 +272,11 @@ class Store(Claims):
         if row is None:
             raise StoreError(f"no query with id {query_id} in {self.path}")
         return Query(*row)
+
+    @_guarded
+    def queries(self) -> list[Query]:
+        """Every query, oldest first."""
+        return [Query(*row) for row in self.db.execute(f"{QUERY_ROWS} ORDER BY q.id")]
 
     @_guarded
     def asked_pairs(self, clip_ids: list[int]) -> list[tuple[int, int]]:

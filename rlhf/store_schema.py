@@ -47,6 +47,14 @@ CREATE INDEX IF NOT EXISTS labels_retracts ON labels(retracts);
 PRAGMA user_version = {SCHEMA_VERSION};
 """
 
+CANDIDATES = """CREATE TABLE IF NOT EXISTS candidates (
+    clip_id INTEGER PRIMARY KEY REFERENCES clips(id),
+    params TEXT NOT NULL
+)"""
+"""A tuning run's (``rlhf tune``) clips: the parameters (a JSON object, name -> value) whose
+behaviour each clip shows. Made by the first tuning write, so RL stores (and rlhf versions
+that predate tuning, sharing a store) are unchanged."""
+
 QUERY_ROWS = "SELECT q.id, q.clip_a, q.clip_b, q.iteration FROM queries q"
 """A ``Query`` record per row (``Query(*row)``), for a WHERE clause to follow."""
 
