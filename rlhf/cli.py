@@ -118,8 +118,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     with _viewer(cfg, cfg.teacher.kind == "human" and not args.no_viewer):
         result = run_tune(cfg, force=args.force, resume=args.resume is not None,
                           log=(lambda _: None) if args.quiet else print)
-    best = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                     for k, v in result.params.items())
+    best = _fmt_params(result.params)
     print(f"rlhf: done: {result.comparisons} comparisons; best {best} (estimated utility "
           f"{result.utility_mean:.2f} ± {result.utility_std:.2f}); run directory "
           f"{result.run_dir}")
@@ -184,10 +183,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 
+def _fmt_params(params: dict) -> str:
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in params.items())
+
+
 def _tune_status_line(status: dict) -> str:
     best = status.get("best")
-    shown = "-" if not best else ", ".join(
-        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.items())
+    shown = "-" if not best else _fmt_params(best)
     mean, std = status.get("utility_mean"), status.get("utility_std")
     lat = status.get("latency_median")
     return (f"{status['run_dir']}: {status['labels']}/{status.get('total_comparisons', '?')} "

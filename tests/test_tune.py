@@ -60,6 +60,14 @@ def constant(params: dict) -> object:
     return lambda obs: a
 
 
+def wrong_actions(params: dict) -> object:
+    return lambda obs: np.zeros(7, dtype=np.float32)
+
+
+def raising(params: dict) -> object:
+    raise ValueError("gain must be positive")
+
+
 def toy_tune(tmp_path: Path, dim: int, comparisons: int, seed: int = 0, **kw):
     space = {"x": (0.0, 1.0), "y": (0.0, 1.0)}
     space = dict(list(space.items())[:dim])
@@ -150,7 +158,7 @@ def test_tuned_parameters_stay_in_their_space(tmp_path):
     space = [ParamConfig("x", 0.1, 0.9, log=True), ParamConfig("k", 1, 3, integer=True)]
     tune(space, behaviour, "oracle", env="test/Toy2D-v0", comparisons=6,
          run_dir=tmp_path / "run", log=lambda _: None)
-    assert len(seen) == 12
+    assert len(seen) == 1 + 12  # the centre of the space, tried before the run starts
     assert all(0.1 <= p["x"] <= 0.9 and p["k"] in (1, 2, 3) and isinstance(p["k"], int)
                for p in seen)
 
@@ -168,6 +176,9 @@ BAD_SPACES = {
     "unimportable behaviour": ("tune.behaviour=no_such_module:controller",
                                "no module named 'no_such_module'"),
     "missing attribute": ("tune.behaviour=rlhf_envs.tune_reach2d:nope", "nope"),
+    "policy gives actions the env refuses": ("tune.behaviour=test_tune:wrong_actions",
+                                             "the env refused the action"),
+    "behaviour raises": ("tune.behaviour=test_tune:raising", "ValueError: gain must be"),
     "unknown strategy": ("tune.strategy=best", "tune.strategy: 'best' is not one of"),
     "unknown section key": ("tune.budget=3", "tune.budget: unknown key"),
 }

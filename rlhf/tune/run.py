@@ -150,6 +150,17 @@ class Parts:
         # restored for the viewer to render.
         rollouts = Rollouts(cfg.env, behaviour, cfg.tune.episode_steps,
                             frames=not teacher.synchronous)
+        # One behaviour (the middle of the space) tried now: a policy that raises or gives
+        # actions the env refuses fails in one line before the run directory exists.
+        from rlhf.tune.space import Space
+
+        space = Space(cfg.tune.params)
+        try:
+            rollouts.clip(space.as_dict(space.from_unit(np.full((1, space.dim), 0.5))[0]),
+                          cfg.seed + TUNE_PAIRS)
+        except BaseException:
+            rollouts.close()
+            raise
         return cls(teacher, behaviour, strategy, rollouts)
 
 
