@@ -27,7 +27,8 @@ class Clip:
         actions: (T, *act_shape) actions taken.
         rewards: (T,) float64, the environment's own (true) reward; never shown to the
             reward model.
-        dones: (T,) bool, episode ended after this step (only the last step can be True).
+        dones: (T,) bool, episode ended after this step (only the last step can be True,
+            except in a tuning candidate's clip of several episodes, ``tune.starts``).
         last_obs: (*obs_shape) observation after the final step (terminal one at an end).
         states: (T, S) float64 env state before each step, for replay rendering; or None.
         frames: (T, H, W, 3) uint8 frames recorded at collection (fallback); or None.

@@ -255,7 +255,16 @@ class TuneConfig:
     """Refit the GP's hyperparameters every this many comparisons; between refits only the
     posterior is updated with the new comparison (milliseconds, not a second)."""
     episode_steps: int | None = None
-    """Steps per behaviour clip; None = the env's own episode length."""
+    """Steps per episode of a behaviour; None = the env's own episode length."""
+    starts: int = 1
+    """Episodes each side of a pair plays, one after another, from as many start states
+    (both sides from the same ones): a setting judged on several situations rather than
+    on one start's luck."""
+    same_starts: bool = True
+    """Every pair from the same ``starts`` start states (answers stay comparable across
+    pairs: a setting that won on these scenes once wins on them again), or False: new
+    start states for every pair (more situations seen; the GP has to average out how
+    much the verdict depends on the start)."""
 
 
 @dataclass

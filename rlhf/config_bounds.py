@@ -133,6 +133,7 @@ BOUNDS: dict[str, Bound] = {
     "tune.candidates": Bound(2, 10**6, why="points scored per pair"),
     "tune.fit_every": Bound(1, 100_000, why="comparisons between hyperparameter fits"),
     "tune.episode_steps": Bound(1, 10**6),
+    "tune.starts": Bound(1, 16, why="episodes per side of a pair, each watched every pair"),
 }
 """Every numeric config value's range, by dotted path (a list's bound is its items'): a
 field missing here fails every ``validate``, so a new one cannot go unbounded."""

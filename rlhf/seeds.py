@@ -8,8 +8,8 @@ CLI_EVAL = 20_000
 RANDOM_FLOOR = 50_000
 """The benchmarks' random-action floor of a normalised score."""
 TUNE_PAIRS = 30_000
-"""A tuning run's pairs: pair k's two behaviours both start from ``reset(seed + TUNE_PAIRS
-+ k)``."""
+"""A tuning run's pairs: both behaviours of a pair play episodes from ``reset(seed +
+TUNE_PAIRS + j)`` (``rlhf.tune.run.pair_starts``)."""
 TUNE_UTILITY = 40_000
 """The tuning benchmark's true utility of a parameter vector: its mean over episodes from
 here (none of them a start any pair was shown from)."""

@@ -14,7 +14,9 @@ one time in ten, B-Pref's mistake = 0.1).
 
 A job is one tuning run of ``--comparisons`` comparisons (twice that for random pairs, so
 that the comparisons they need are measured rather than censored) through ``run_tune``,
-exactly as ``rlhf tune`` runs it, with a fresh run directory. After every answer the run's
+exactly as ``rlhf tune`` runs it, with a fresh run directory; the teacher compares the two
+sides on the config's ``tune.starts`` start states (Reach2D 4, Pendulum 2), the same for
+every pair. After every answer the run's
 recommendation (the seen candidate of highest posterior mean) is scored by its **true
 utility**: the mean summed score over 8 episodes from held-out start states
 (``seed = TUNE_UTILITY + i``, never the pairs' starts). **Normalised simple regret** is

@@ -181,6 +181,7 @@ BAD_SPACES = {
     "behaviour raises": ("tune.behaviour=test_tune:raising", "ValueError: gain must be"),
     "unknown strategy": ("tune.strategy=best", "tune.strategy: 'best' is not one of"),
     "unknown section key": ("tune.budget=3", "tune.budget: unknown key"),
+    "no start states": ("tune.starts=0", "tune.starts: must be >= 1"),
 }
 
 
@@ -224,6 +225,37 @@ def test_labels_of_a_tuning_run_round_trip_the_store(tmp_path):
     losers = data.points[data.pairs[:, 1]]
     assert (np.linalg.norm(winners - OPTIMUM, axis=1)
             < np.linalg.norm(losers - OPTIMUM, axis=1)).all()
+
+
+@pytest.mark.parametrize("same_starts", [True, False])
+def test_each_side_plays_the_same_start_states_one_episode_after_another(tmp_path,
+                                                                          same_starts):
+    from rlhf_envs.tune_reach2d import utility
+
+    from rlhf.seeds import TUNE_PAIRS
+    from rlhf.tune.behaviour import Rollouts, load_behaviour
+
+    run_dir = tmp_path / "run"
+    assert cli_main(["tune", str(ROOT / "configs" / "tune_smoke.yaml"), "tune.comparisons=3",
+                     "tune.starts=3", f"tune.same_starts={str(same_starts).lower()}",
+                     "tune.episode_steps=20", f"run_dir={run_dir}", "--quiet"]) == 0
+    cfg = resume_tune_config(run_dir)
+    rollouts = Rollouts(cfg.env, load_behaviour(cfg.tune.behaviour), 20)
+    with Store(run_dir / "store.sqlite", readonly=True) as store:
+        params = store.candidate_params()
+        queries = sorted(store.queries(), key=lambda q: q.iteration)
+        assert len(queries) == 3
+        for q in queries:
+            first = TUNE_PAIRS + (0 if same_starts else 3 * q.iteration)  # seed 0
+            for clip in store.get_clips([q.clip_a, q.clip_b]):
+                # Three 20-step episodes, each from its own start, ending where it ends.
+                assert len(clip) == 60 and np.flatnonzero(clip.dones).tolist() == [19, 39, 59]
+                alone = [rollouts.clip(params[clip.id], first + j) for j in range(3)]
+                np.testing.assert_allclose(clip.states, np.concatenate([c.states for c in alone]))
+                # The taste is each episode's satisfaction, summed: not one long episode's.
+                assert utility(clip).sum() == pytest.approx(
+                    sum(utility(c).sum() for c in alone))
+    rollouts.close()
 
 
 def test_tune_smoke_from_the_cli_then_status_and_eval(tmp_path, capsys):

@@ -22,8 +22,9 @@ setting is inside the box (near speed 0.75, clearance 0.08, smoothing 0.3, brake
 at a corner. A person's satisfaction saturates: a clip's utility is
 ``exp(-total cost / SATISFACTION_SCALE)``, in (0, 1], spread evenly over its steps so that
 the teacher's sum is that number. Every bad setting is about equally bad; the good ones
-differ, and only about 3% of the box is within 0.05 (normalised) of the best (a Sobol
-sample, ``scripts/tune_benchmark.py``). Being monotone in the cost, the transform changes
+differ, and only about 2% of the box is within 0.05 (normalised) of the best (a Sobol
+sample, ``scripts/tune_benchmark.py``). A clip of several episodes (``tune.starts``) scores
+each episode's satisfaction and sums them. Being monotone in the cost, the transform changes
 no answer of an oracle or a mistaken teacher; it is what makes regret measure the search
 among good settings rather than the escape from the bad ones.
 """
@@ -84,9 +85,17 @@ def controller(params: dict[str, Any]) -> Callable[[np.ndarray], np.ndarray]:
     return policy
 
 
+def episode_ends(clip: Any) -> list[int]:
+    """Where each episode of a clip ends (exclusive indices; a tuning clip may hold several
+    episodes one after another, ``tune.starts``)."""
+    ends = (np.flatnonzero(np.asarray(clip.dones, dtype=bool)[:-1]) + 1).tolist()
+    return [*ends, len(clip.dones)]
+
+
 def cost(clip: Any) -> np.ndarray:
     """Per-step discomfort (T,) float64 of a clip of Reach2D (needs its states, (T, 9), and
-    actions, (T, 2)); lower is better."""
+    actions, (T, 2)); lower is better. Thrust changes across an episode boundary are not
+    jerk."""
     from rlhf_envs.reach2d import transition
 
     states = np.asarray(clip.states, dtype=np.float64)
@@ -99,12 +108,23 @@ def cost(clip: Any) -> np.ndarray:
         touch = 3.0 if gap < 0 else 0.0
         skim = 2.0 * max(0.0, COMFORT - max(gap, 0.0)) / COMFORT
         out[t] = info["dist_to_target"] + touch + skim
-    jerk = np.sum(np.diff(actions, axis=0, prepend=actions[:1]) ** 2, axis=1)
+    jerk = np.zeros(len(states))
+    begin = 0
+    for end in episode_ends(clip):
+        a = actions[begin:end]
+        jerk[begin:end] = np.sum(np.diff(a, axis=0, prepend=a[:1]) ** 2, axis=1)
+        begin = end
     return out + JERK * jerk
 
 
 def utility(clip: Any) -> np.ndarray:
-    """The taste the simulated teacher sums: (T,) float64, each step
-    ``exp(-sum(cost) / SATISFACTION_SCALE) / T``, so a clip's total is its satisfaction."""
+    """The taste the simulated teacher sums: (T,) float64, each step of an episode of
+    length L ``exp(-episode cost / SATISFACTION_SCALE) / L``, so a clip's total is the
+    satisfaction summed over its episodes."""
     c = cost(clip)
-    return np.full(len(c), math.exp(-float(c.sum()) / SATISFACTION_SCALE) / len(c))
+    out = np.empty(len(c))
+    begin = 0
+    for end in episode_ends(clip):
+        out[begin:end] = math.exp(-float(c[begin:end].sum()) / SATISFACTION_SCALE) / (end - begin)
+        begin = end
+    return out

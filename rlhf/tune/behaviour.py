@@ -8,7 +8,7 @@ parameters do, not the luck of the start.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -113,6 +113,25 @@ class Rollouts:
                     last_obs=flatten_obs(space, batch_of_one(obs))[0],
                     states=np.stack(rows["states"]) if rows["states"] else None,
                     frames=np.stack(rows["frames"]) if rows["frames"] else None)
+
+    def episodes(self, params: dict[str, Any], seeds: Sequence[int]) -> Clip:
+        """The behaviour of ``params`` from each of ``seeds`` in turn, as one clip: the
+        episodes one after another (T = their lengths summed), ``dones`` True at each
+        episode's last step. At an inner end ``next_obs`` is the next episode's first
+        observation: such a clip is for a teacher and the viewer, not for a reward model."""
+        clips = [self.clip(params, s) for s in seeds]
+        for c in clips:
+            c.dones[-1] = True  # an episode cut at episode_steps ends here too
+        if len(clips) == 1:
+            return clips[0]
+
+        def joined(name: str) -> np.ndarray | None:
+            parts = [getattr(c, name) for c in clips]
+            return None if parts[0] is None else np.concatenate(parts)
+
+        return Clip(obs=joined("obs"), actions=joined("actions"), rewards=joined("rewards"),
+                    dones=joined("dones"), last_obs=clips[-1].last_obs,
+                    states=joined("states"), frames=joined("frames"))
 
     def close(self) -> None:
         self.env.close()

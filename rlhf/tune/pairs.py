@@ -30,7 +30,7 @@ from rlhf.tune.space import Space
 
 LOCAL_SHARE = 0.25
 """Of the acquisition's candidates, the share drawn near the incumbent (the rest: Sobol)."""
-LOCAL_SCALE = 0.08
+LOCAL_SCALE = 0.04
 """Their spread on the unit cube (a Gaussian's std): refinement around the incumbent."""
 
 

@@ -5,7 +5,8 @@ Everything a run knows lives in its store: every candidate's clips with their pa
 every query, every answer (committed the moment it is given). The GP is rebuilt from the
 store, so a stopped run resumes with no comparison lost and, from the same labels, picks
 the same pairs: pair k's random stream is ``default_rng([seed, 7, k])`` and its rollouts
-start from ``reset(seed + TUNE_PAIRS + k)``.
+start from ``pair_starts`` (the same ``tune.starts`` start states for every pair, unless
+``tune.same_starts`` is off).
 
     >>> result = tune(space, "rlhf_envs.tune_reach2d:controller", teacher="oracle",
     ...               env="rlhf_envs/Reach2D-v0", score="rlhf_envs.tune_reach2d:utility")
@@ -126,6 +127,14 @@ def tune(space: Sequence[ParamConfig] | dict[str, tuple[float, float]],
                     score=None if score is None or isinstance(score, str) else score)
 
 
+def pair_starts(seed: int, tune_cfg: TuneConfig, k: int) -> list[int]:
+    """Reset seeds (``tune.starts``) that both behaviours of pair ``k`` play from, in order:
+    ``seed + TUNE_PAIRS + j`` for ``j < starts``, the same for every pair; or, without
+    ``same_starts``, pair k's own block of them."""
+    first = seed + TUNE_PAIRS + (0 if tune_cfg.same_starts else k * tune_cfg.starts)
+    return list(range(first, first + tune_cfg.starts))
+
+
 @dataclass
 class Parts:
     """A tuning run's components, resolved before its directory is made: a config naming
@@ -157,7 +166,7 @@ class Parts:
         space = Space(cfg.tune.params)
         try:
             rollouts.clip(space.as_dict(space.from_unit(np.full((1, space.dim), 0.5))[0]),
-                          cfg.seed + TUNE_PAIRS)
+                          pair_starts(cfg.seed, cfg.tune, 0)[0])
         except BaseException:
             rollouts.close()
             raise
@@ -193,8 +202,8 @@ class Tuner:
             ua, ub = ub, ua
         xs = self.space.from_unit(np.stack([ua, ub]))
         params = [self.space.as_dict(x) for x in xs]
-        start = self.cfg.seed + TUNE_PAIRS + k
-        clips = [self.rollouts.clip(p, start) for p in params]
+        starts = pair_starts(self.cfg.seed, self.tune_cfg, k)
+        clips = [self.rollouts.episodes(p, starts) for p in params]
         stored = self.store.add_candidate_clips(clips, params)
         assert stored[0].id is not None and stored[1].id is not None
         failpoint("ask")  # candidates stored, their query not yet: a resume asks it again
