@@ -75,7 +75,8 @@ def _save(checkpoints: Path, iteration: int, agent: Agent, trainer: RewardTraine
         save_file(trainer_tensors(trainer), str(tmp / TRAINER))
         state = {"iteration": iteration, "timesteps": int(agent.sb3.num_timesteps),
                  "rng_states": {k: g.bit_generator.state for k, g in rngs.items()},
-                 "trainer": {"weight_decay": trainer.weight_decay, "fits": trainer.fits}}
+                 "trainer": {"weight_decay": trainer.weight_decay, "fits": trainer.fits,
+                             "trusted_kl": trainer.trusted_kl}}
         (tmp / STATE).write_text(json.dumps(state))
         for f in tmp.iterdir():
             with open(f, "rb+") as fh:
@@ -169,6 +170,11 @@ def _state_problem(state: Any) -> str | None:
         return f"trainer.weight_decay is {decay!r}, not a finite number"
     if not _is_int(fits) or fits < 0:
         return f"trainer.fits is {fits!r}, not a whole number >= 0"
+    kl = info.get("trusted_kl")  # absent in checkpoints from before reward.robust
+    if kl is not None and not (isinstance(kl, list) and len(kl) == 2 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            and v >= 0 for v in kl)):
+        return f"trainer.trusted_kl is {kl!r}, not [mean, std] (finite, >= 0) or null"
     return None
 
 
@@ -236,6 +242,8 @@ def restore_trainer(trainer: RewardTrainer, path: Path, info: dict[str, Any]) ->
     trainer.optimizer.load_state_dict(sd)
     trainer.weight_decay = float(info["weight_decay"])
     trainer.fits = int(info["fits"])
+    kl = info.get("trusted_kl")
+    trainer.trusted_kl = None if kl is None else (float(kl[0]), float(kl[1]))
 
 
 _ADAM = ("step", "exp_avg", "exp_avg_sq")

@@ -173,12 +173,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     ret = status.get("latest_eval_return")
     acc = status.get("reward_model_val_accuracy")
+    distrusted = status.get("reward_model_distrusted")
     print(f"{status['run_dir']}: {status.get('timesteps', 0)}/{status.get('total_timesteps', '?')}"
           f" timesteps, {status['labels']}/{status.get('total_labels', '?')} labels "
           f"({status['pending']} pending), {status['clips']} clips, "
           f"true return {'-' if ret is None else f'{ret:.2f}'}, reward-model accuracy "
           f"{'-' if acc is None or math.isnan(acc) else f'{acc:.3f}'}"
-          f"{', finished' if status.get('finished') else ''}")
+          + ("" if distrusted is None else f", {distrusted} labels distrusted by the last fit")
+          + (", finished" if status.get("finished") else ""))
     return 0
 
 

@@ -125,6 +125,22 @@ class RewardConfig:
     """torch.compile the ensemble forward."""
     threads: int = 0
     """torch CPU threads for the reward model; 0 = leave torch's default."""
+    robust: bool = False
+    """Defend the fit against wrong answers (RIME-style, Cheng et al. 2024): before each
+    fit after the first, a label whose answer the ensemble finds implausible (its
+    cross-entropy against the ensemble-mean prediction above a threshold that tightens
+    over the fits) is left out of that fit, and one the ensemble is confidently against
+    is trained on flipped. The store keeps every label as given; the counts are in
+    metrics.csv (``rm_distrusted``, ``rm_flipped``)."""
+    robust_trust_prob: float = 0.5
+    """A label the ensemble gives its answer at least this probability is always trusted."""
+    robust_slack: list[float] = field(default_factory=lambda: [3.0, 1.0])
+    """A label is distrusted when its cross-entropy exceeds the mean of the labels trusted
+    at the previous fit by this many of their stds: [first, last], lenient while the model
+    is young, tightening linearly over ``robust_slack_fits``."""
+    robust_slack_fits: int = 10
+    robust_flip_prob: float = 0.001
+    """Train a label flipped when the ensemble gives its answer less than this."""
     relabel: Literal["auto", "step", "rollout"] = "auto"
     """When the agent's learned reward is computed: 'step' = every vector step, all envs in
     one call; 'rollout' = the whole rollout in one call when it ends (one transfer each way

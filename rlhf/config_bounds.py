@@ -102,6 +102,10 @@ BOUNDS: dict[str, Bound] = {
     # The normalised reward has unit variance: a clip past 1e6 never clips; 0 disables.
     "reward.clip_reward": Bound(0, 1e6, why="0 disables"),
     "reward.threads": Bound(0, 1024, why="0 = torch's default"),
+    "reward.robust_trust_prob": Bound(0, 1, low_open=True, high_open=True),
+    "reward.robust_slack": Bound(0, 100, why="multiples of the cross-entropy's std"),
+    "reward.robust_slack_fits": Bound(1, 10**6),
+    "reward.robust_flip_prob": Bound(0, 1, low_open=True, high_open=True),
     "teacher.beta": Bound(0, math.inf, low_open=True, why="inf = perfectly rational"),
     "teacher.gamma": _fraction(low_open=True),
     "teacher.mistake": _fraction(),
@@ -137,7 +141,8 @@ BOUNDS: dict[str, Bound] = {
 }
 """Every numeric config value's range, by dotted path (a list's bound is its items'): a
 field missing here fails every ``validate``, so a new one cannot go unbounded."""
-LENGTHS: dict[str, tuple[int, int]] = {"reward.hidden": (1, MAX_LAYERS)}
+LENGTHS: dict[str, tuple[int, int]] = {"reward.hidden": (1, MAX_LAYERS),
+                                       "reward.robust_slack": (2, 2)}
 """Lengths of numeric list values; a list missing here may have any length."""
 
 
@@ -229,6 +234,8 @@ def validate(cfg: Config) -> None:
     r = cfg.reward
     _check(r.device == "auto" or r.device == "cpu" or r.device.startswith("cuda"), "reward.device",
            f"must be 'auto', 'cpu' or 'cuda[:N]', got {r.device!r}")
+    _check(r.robust_slack[0] >= r.robust_slack[1], "reward.robust_slack",
+           f"[first, last] must not grow (it tightens over the fits), got {r.robust_slack}")
     if cfg.tune is not None:
         from rlhf.tune.space import validate_tune
 

@@ -120,7 +120,8 @@ class Run:
         with saving(self.dir.tensorboard):
             self.sb3.set_logger(configure_logger(str(self.dir.tensorboard), ["tensorboard"]))
         self.progress = Progress(self.dir, self.cfg.loop.total_timesteps,
-                                 self.cfg.loop.total_labels, self.sb3.logger)
+                                 self.cfg.loop.total_labels, self.sb3.logger,
+                                 robust=self.cfg.reward.robust)
 
     # -- the stages ----------------------------------------------------------------------
 

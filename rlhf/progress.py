@@ -48,7 +48,8 @@ class IterationRecord:
             row.update(rm_train_loss=f.train_loss, rm_val_loss=f.val_loss,
                        rm_val_accuracy=f.val_accuracy, rm_train_accuracy=f.train_accuracy,
                        rm_weight_decay=f.weight_decay, rm_fit_seconds=f.seconds,
-                       rm_steps=f.steps)
+                       rm_steps=f.steps, rm_distrusted=f.distrusted,
+                       rm_flipped=f.flipped)
             if self.relabel_seconds is not None:
                 row["relabel_seconds"] = round(self.relabel_seconds, 3)
         return row
@@ -68,6 +69,8 @@ class RunStatus:
     reward_corr: float
     total_timesteps: int
     total_labels: int
+    reward_model_distrusted: int | None = None
+    """Labels the last fit left out or flipped (``reward.robust``; None: not screened)."""
     finished: bool = False
     waiting_for_labels: int | None = None
     """Labels a synchronous or first fit waits for (a person is needed), else absent."""
@@ -84,8 +87,9 @@ class Progress:
     """Writes a run's metrics.csv, status.json and TensorBoard scalars (``logger``: the
     SB3 logger the agent writes its own curves to)."""
 
-    def __init__(self, run: RunDir, total_timesteps: int, total_labels: int, logger: Any):
-        self.run, self.logger = run, logger
+    def __init__(self, run: RunDir, total_timesteps: int, total_labels: int, logger: Any,
+                 robust: bool = False):
+        self.run, self.logger, self.robust = run, logger, robust
         self.totals = {"total_timesteps": total_timesteps, "total_labels": total_labels}
         self.rows: list[dict[str, Any]] = []
 
@@ -107,7 +111,9 @@ class Progress:
             latest_eval_return=last_eval,
             reward_model_val_accuracy=None if fit is None else fit.val_accuracy,
             reward_model_train_accuracy=None if fit is None else fit.train_accuracy,
-            reward_corr=rec.reward_corr, **self.totals).as_dict())
+            reward_corr=rec.reward_corr,
+            reward_model_distrusted=None if fit is None or not self.robust
+            else fit.distrusted + fit.flipped, **self.totals).as_dict())
         for key, value in row.items():
             if isinstance(value, (int, float)) and not math.isnan(value):
                 self.logger.record(f"rlhf/{key}", value)

@@ -3,7 +3,8 @@
 
     python scripts/fault_injection.py [--kills 6] [--seed 0] [--out runs/faults]
 
-Each trial starts ``rlhf train configs/smoke.yaml`` (4 iterations, 40 labels) in a
+Each trial starts ``rlhf train configs/smoke.yaml`` (or ``--config``, e.g. the SAC smoke
+run with its replay buffer in the checkpoint; 4 iterations, 40 labels) in a
 subprocess and stops it: SIGKILL at a random moment, SIGKILL at a failpoint (storing clips,
 mid-label-batch, mid-fit, mid-checkpoint-write; see rlhf/faults.py), or SIGTERM. Then it
 resumes the run with ``rlhf train --resume`` and checks: every label present before the
@@ -42,12 +43,14 @@ def labels(run_dir: Path) -> set[tuple[int, str]]:
         return {(lab.query_id, lab.choice) for lab in store.labels()}
 
 
-def trial(run_dir: Path, kind: str, rng: random.Random, duration: float) -> dict:
-    """One run stopped by ``kind``, then resumed; ``duration``: an undisturbed run's seconds."""
+def trial(run_dir: Path, kind: str, rng: random.Random, duration: float,
+          config: str = "configs/smoke.yaml") -> dict:
+    """One run of ``config`` stopped by ``kind``, then resumed; ``duration``: an undisturbed
+    run's seconds."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if kind.startswith("failpoint:"):
         env["RLHF_FAILPOINT"] = kind.split(":", 1)[1]
-    cmd = [sys.executable, "-m", "rlhf.cli", "train", "configs/smoke.yaml", *RUN,
+    cmd = [sys.executable, "-m", "rlhf.cli", "train", config, *RUN,
            "--run-dir", str(run_dir), "--quiet"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -115,6 +118,8 @@ def main() -> None:
     p.add_argument("--terms", type=int, default=2, help="SIGTERMs at random moments")
     p.add_argument("--malformed", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--config", default="configs/smoke.yaml",
+                   help="the run to stop (configs/smoke_sac.yaml: SAC with its replay buffer)")
     p.add_argument("--out", default="runs/faults")
     args = p.parse_args()
     rng = random.Random(args.seed)
@@ -123,13 +128,13 @@ def main() -> None:
     kinds = (["kill"] * args.kills + ["term"] * args.terms
              + [f"failpoint:{f}" for f in FAILPOINTS])
     t0 = time.perf_counter()  # an undisturbed run, to aim the random stops inside one
-    subprocess.run([sys.executable, "-m", "rlhf.cli", "train", "configs/smoke.yaml", *RUN,
+    subprocess.run([sys.executable, "-m", "rlhf.cli", "train", args.config, *RUN,
                     "--run-dir", str(out / "undisturbed"), "--quiet", "--force"], cwd=ROOT,
                    check=True, capture_output=True)
     duration = time.perf_counter() - t0
     rows = []
     for i, kind in enumerate(kinds):
-        row = trial(out / f"trial-{i:02d}", kind, rng, duration)
+        row = trial(out / f"trial-{i:02d}", kind, rng, duration, args.config)
         rows.append(row)
         print(json.dumps(row), flush=True)
     malformed = malformed_inputs(args.malformed, rng, out)

@@ -682,24 +682,31 @@ def kill_attacks(rng: random.Random) -> list[Attack]:
     from fault_injection import trial
 
     attacks = []
-    for kind in ("failpoint:ask:2", "failpoint:label:3", "failpoint:fit:2",
-                 "failpoint:checkpoint:2", "kill", "term"):
-        def run(work: Path, kind=kind) -> Outcome:
+    # PPO at every failpoint; SAC (its replay buffer is checkpointed too) where a stop can
+    # tear a checkpoint or land between an answer and a fit.
+    trials = [("configs/smoke.yaml", kind, 8.0) for kind in (
+        "failpoint:ask:2", "failpoint:label:3", "failpoint:fit:2", "failpoint:checkpoint:2",
+        "kill", "term")]
+    trials += [("configs/smoke_sac.yaml", kind, 20.0) for kind in (
+        "failpoint:checkpoint:2", "failpoint:label:3", "kill", "term")]
+    for config, kind, duration in trials:
+        def run(work: Path, kind=kind, config=config, duration=duration) -> Outcome:
             run_dir = work / "run"
-            row = trial(run_dir, kind, rng, duration=8.0)
+            row = trial(run_dir, kind, rng, duration=duration, config=config)
             ok = row["finished"] and row["labels_lost"] == 0 and row["duplicate_pairs"] == 0
             detail = f"resume exit {row['resume_rc']}"
             if row["resume_rc"] == 2 and not (run_dir / "config.yaml").exists():
                 # Stopped before the run existed: nothing to resume or lose; the same
                 # command must simply work again (no --force needed).
                 again = subprocess.run([sys.executable, "-m", "rlhf.cli", "train",
-                                        "configs/smoke.yaml", *FAULT_RUN, "--run-dir",
+                                        config, *FAULT_RUN, "--run-dir",
                                         str(run_dir), "--quiet"], cwd=ROOT,
                                        capture_output=True, text=True, timeout=600)
                 ok = again.returncode == 0 and row["labels_before"] == 0
                 detail = f"stopped before the run existed; started again: exit {again.returncode}"
             return Outcome(ok, detail, bool(row["tracebacks"]), row["labels_lost"])
-        attacks.append(Attack("kills and SIGTERM", kind, run))
+        agent = "SAC" if "sac" in config else "PPO"
+        attacks.append(Attack("kills and SIGTERM", f"{agent} {kind}", run))
     return attacks
 
 

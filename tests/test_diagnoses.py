@@ -228,10 +228,12 @@ def _edit_state(edit: Callable[[dict], object]) -> Callable[[Path], None]:
     _edit_state(lambda s: s["rng_states"]["query"].update(state=5)),
     _edit_state(lambda s: s.pop("trainer")),
     _edit_state(lambda s: s["trainer"].update(fits="3")),
+    _edit_state(lambda s: s["trainer"].update(trusted_kl=[0.5, -1])),
     lambda p: os.truncate(p, p.stat().st_size // 2),
     lambda p: p.write_bytes(b"\xff\xfe{}"),
 ], ids=["list", "int", "string", "iteration-string", "negative-timesteps", "rng-list",
-        "rng-state-bad", "no-trainer", "fits-string", "truncated", "binary"])
+        "rng-state-bad", "no-trainer", "fits-string", "trusted-kl-negative", "truncated",
+        "binary"])
 def test_damaged_state_json_is_named(run, capsys, damage):
     damage(_latest(run) / "state.json")
     rc, _, err = _cli(capsys, "train", "--resume", run, "--quiet")

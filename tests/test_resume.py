@@ -1,5 +1,6 @@
 """Crash safety: kill a training subprocess, resume it, lose nothing, ask nothing twice."""
 
+import csv
 import json
 import os
 import signal
@@ -137,3 +138,25 @@ def test_resume_accepts_only_safe_overrides(tmp_path):
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "episodes: 2" in (run_dir / "config.yaml").read_text()  # kept for the next resume
+
+
+def test_a_robust_run_resumes_with_its_screening_state(tmp_path):
+    """reward.robust keeps, between fits, the divergence statistics of the labels it trusted:
+    they travel in the checkpoint, and a resumed run goes on screening."""
+    run_dir = tmp_path / "run"
+    proc = _start(run_dir, "reward.robust=true", "teacher.kind=irrational",
+                  "teacher.mistake=0.3")
+    _wait_for(lambda: _iteration(run_dir) >= 2)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    before = _labels(run_dir)
+    states = [json.loads(p.read_text()) for p in sorted(run_dir.glob("checkpoints/*/state.json"))]
+    kl = states[-1]["trainer"]["trusted_kl"]
+    assert isinstance(kl, list) and len(kl) == 2 and kl[1] > 0  # screened at least once
+    out = _resume(run_dir)
+    assert out.returncode == 0, out.stderr
+    _check_finished(run_dir, before)
+    rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    assert sum(int(r["rm_distrusted"] or 0) + int(r["rm_flipped"] or 0) for r in rows) > 0
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["reward_model_distrusted"] is not None

@@ -74,8 +74,8 @@ def test_members_see_different_bootstraps_and_inits():
         trainer, _ = fit_toy(n_labels=100, bootstrap=bootstrap)
         seen = []
         steps = trainer.train_steps
-        trainer.train_steps = lambda n, member_idx, seen=seen, steps=steps: (
-            seen.append(member_idx.clone()), steps(n, member_idx))
+        trainer.train_steps = lambda n, member_idx, mu=None, seen=seen, steps=steps: (
+            seen.append(member_idx.clone()), steps(n, member_idx, mu))
         trainer.fit()
         idx = seen[0]
         n_train = int((~trainer.data.is_val.view()).sum())
@@ -149,3 +149,51 @@ def test_discrete_actions_are_one_hot():
     spec = FeatureSpec.from_spaces(OBS, gym.spaces.MultiDiscrete([2, 3]))
     f = spec.features(torch.zeros(5, 2), torch.tensor([[1, 2]] * 5))
     assert f.shape == (5, 7) and f[0, 2:].tolist() == [0, 1, 0, 0, 1]
+
+
+def fit_noisy(robust: bool, seed: int = 0, flip: float = 0.3, fits: int = 6):
+    """The toy task from 400 answers of which ``flip`` were flipped: (trainer, wrong (N,))."""
+    rng = np.random.default_rng(seed)
+    clips = toy_clips(200, rng)
+    teacher = SimulatedTeacher()
+    pairs = rng.integers(0, 200, (400, 2))
+    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+    mu = np.array([{"a": 1.0, "b": 0.0}[teacher.answer(clips[a], clips[b])] for a, b in pairs],
+                  dtype=np.float32)
+    wrong = rng.random(len(mu)) < flip
+    mu[wrong] = 1 - mu[wrong]
+    cfg = RewardConfig(ensemble=3, hidden=[32, 32], device="cpu", precision="fp32",
+                       robust=robust)
+    model = RewardModel(FeatureSpec.from_spaces(OBS, ACT), 3, cfg.hidden, seed=seed)
+    trainer = RewardTrainer(model, cfg, clip_length=10, seed=seed)
+    trainer.sync(pairs, mu, {c.id: c for c in clips})
+    for _ in range(fits):
+        stats = trainer.fit()
+    return trainer, wrong, stats
+
+
+def test_robust_training_survives_a_teacher_flipping_30_percent_and_flags_the_flips():
+    held_out = toy_clips(100, np.random.default_rng(99))
+    true = np.array([c.true_return for c in held_out])
+    plain, _, plain_stats = fit_noisy(robust=False)
+    robust, wrong, stats = fit_noisy(robust=True)
+    rho_plain = spearman(plain.clip_member_returns(held_out).mean(0), true)
+    rho_robust = spearman(robust.clip_member_returns(held_out).mean(0), true)
+    # Same seed, same labels: the plain fit misses the bar, the robust one clears it.
+    assert rho_plain < 0.95 < rho_robust, (rho_plain, rho_robust)
+    assert plain_stats.distrusted == plain_stats.flipped == 0
+    flagged = robust.distrusted | robust.flipped
+    assert stats.distrusted == int(robust.distrusted.sum()) and stats.flipped > 0
+    precision = (flagged & wrong).sum() / flagged.sum()
+    recall = (flagged & wrong).sum() / wrong.sum()
+    assert precision > 0.8 and recall > 0.8, (precision, recall)
+
+
+def test_robust_training_is_deterministic_and_the_first_fit_trusts_every_label():
+    a, _, _ = fit_noisy(robust=True, fits=3)
+    b, _, _ = fit_noisy(robust=True, fits=3)
+    np.testing.assert_array_equal(a.distrusted, b.distrusted)
+    np.testing.assert_array_equal(a.flipped, b.flipped)
+    assert a.trusted_kl == b.trusted_kl
+    first, _, stats = fit_noisy(robust=True, fits=1)
+    assert stats.distrusted == stats.flipped == 0 and first.trusted_kl is None

@@ -9,6 +9,16 @@ trained with cross-entropy against the label's target mu (1: a better, 0: b bett
 bootstrap resample of the training labels. A held-out validation split steers the L2
 coefficient so that validation loss stays near 1.1-1.5x the training loss.
 
+With ``reward.robust`` (RIME, Cheng et al. 2024), each fit after the first starts by
+scoring every label by the cross-entropy of its answer under the ensemble-mean preference
+(sigmoid of the mean return difference, without the random-answer floor, which would cap
+it at -ln(eps/2)): labels above ``-ln(trust_prob) + slack * std`` are left out of this fit
+(train and validation alike, so the L2 steering compares like with like), those above
+``-ln(flip_prob)`` are trained on flipped. The slack starts lenient and tightens
+linearly; the std is that of the labels trusted at the previous fit. RIME derives its base
+threshold from a running maximum of the trusted labels' divergence; here it is a
+probability a user can read (``robust_trust_prob``).
+
 The labelled data lives on the model's device (``rlhf.reward.data``); the device and
 precision are chosen in ``rlhf.reward.device``; inference on whole clips is
 ``rlhf.reward.inference``.
@@ -52,6 +62,10 @@ class FitStats:
     seconds: float
     n_train: int
     n_val: int
+    distrusted: int = 0
+    """Labels left out of this fit (``reward.robust``); the store still has them."""
+    flipped: int = 0
+    """Labels trained on with the opposite answer in this fit (``reward.robust``)."""
 
 
 class RewardTrainer:
@@ -75,6 +89,12 @@ class RewardTrainer:
         self.net = torch.compile(self.model.net) if cfg.compile else self.model.net
         self.activation_budget = CPU_ACTIVATION_BUDGET
         self.fits = 0
+        self.trusted_kl: tuple[float, float] | None = None
+        """Mean and std of the divergence of the labels the last screening trusted."""
+        self.distrusted = np.zeros(0, dtype=bool)
+        """(N,) labels (in ``data`` order) the last fit left out."""
+        self.flipped = np.zeros(0, dtype=bool)
+        """(N,) labels the last fit trained on flipped."""
 
     # -- data ----------------------------------------------------------------------------
 
@@ -148,6 +168,15 @@ class RewardTrainer:
         val_idx = torch.nonzero(is_val).squeeze(1)
         if len(train_idx) == 0:  # too few labels to hold any out
             train_idx, val_idx = torch.arange(len(self.data), device=self.device), val_idx[:0]
+        mu = self.data.mu.view()
+        n_all = len(self.data)
+        self.distrusted = np.zeros(n_all, dtype=bool)
+        self.flipped = np.zeros(n_all, dtype=bool)
+        if cfg.robust and bool(self.model.fitted):
+            keep, flip = self.screen_labels()
+            mu = torch.where(flip, 1 - mu, mu)
+            train_idx, val_idx = train_idx[keep[train_idx]], val_idx[keep[val_idx]]
+            self.distrusted, self.flipped = (~keep).cpu().numpy(), flip.cpu().numpy()
         n_train = len(train_idx)
         if n_train == 0:
             raise ValueError("no labels to fit the reward model on")
@@ -158,12 +187,12 @@ class RewardTrainer:
                                  device=self.device)
         else:
             boot = torch.arange(n_train, device=self.device).expand(members, n_train)
-        self.train_steps(steps // 2, train_idx[boot])
+        self.train_steps(steps // 2, train_idx[boot], mu)
         failpoint("fit")
-        self.train_steps(steps - steps // 2, train_idx[boot])
+        self.train_steps(steps - steps // 2, train_idx[boot], mu)
         self.model.eval()
-        train_loss, train_acc = self.evaluate(train_idx)
-        val_loss, val_acc = self.evaluate(val_idx)
+        train_loss, train_acc = self.evaluate(train_idx, mu=mu)
+        val_loss, val_acc = self.evaluate(val_idx, mu=mu)
         if cfg.adapt_weight_decay and len(val_idx) >= 10 and train_loss > 0:
             ratio = val_loss / train_loss
             if ratio > 1.5:
@@ -175,13 +204,50 @@ class RewardTrainer:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return FitStats(steps, train_loss, val_loss, val_acc, train_acc, self.weight_decay,
-                        time.perf_counter() - t0, n_train, len(val_idx))
+                        time.perf_counter() - t0, n_train, len(val_idx),
+                        distrusted=int(self.distrusted.sum()),
+                        flipped=int(self.flipped.sum()))
 
-    def train_steps(self, steps: int, member_idx: torch.Tensor) -> None:
-        """``steps`` Adam steps of the whole ensemble; member m draws its minibatches from
-        pair indices ``member_idx[m]`` (M, n): its bootstrap resample of the training set."""
-        members, n = member_idx.shape
+    @torch.no_grad()
+    def label_divergence(self, chunk: int = 4096) -> torch.Tensor:
+        """(N,) cross-entropy of each label's answer under the ensemble-mean preference
+        sigmoid(mean_m R_m(a) - R_m(b)); ties score against 1/2 (at least ln 2)."""
         pairs, mu = self.data.pairs.view(), self.data.mu.view()
+        out = []
+        self.model.eval()
+        for s in range(0, len(self.data), chunk):
+            rows = pairs[s:s + chunk].unsqueeze(0).expand(self.model.members, -1, -1)
+            ret = self._returns(rows)
+            d = (ret[..., 0] - ret[..., 1]).mean(0)
+            m = mu[s:s + chunk]
+            out.append(-(m * torch.nn.functional.logsigmoid(d)
+                         + (1 - m) * torch.nn.functional.logsigmoid(-d)))
+        return torch.cat(out) if out else torch.zeros(0, device=self.device)
+
+    def screen_labels(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """RIME's screening of the labels before a fit: (keep (N,) bool, flip (N,) bool);
+        flipped labels are kept (with the other answer)."""
+        cfg = self.cfg
+        kl = self.label_divergence()
+        first, last = cfg.robust_slack
+        slack = max(last, first - (first - last) * self.fits / cfg.robust_slack_fits)
+        if self.trusted_kl is None:  # the first screening: every label's divergence
+            self.trusted_kl = (float(kl.mean()), float(kl.std())) if len(kl) > 1 else (0, 0)
+        mean, std = self.trusted_kl
+        trust = kl < max(-math.log(cfg.robust_trust_prob), mean + slack * std)
+        flip = kl > -math.log(cfg.robust_flip_prob)
+        if int(trust.sum()) > 1:
+            self.trusted_kl = (float(kl[trust].mean()), float(kl[trust].std()))
+        return trust | flip, flip
+
+    def train_steps(self, steps: int, member_idx: torch.Tensor,
+                    mu: torch.Tensor | None = None) -> None:
+        """``steps`` Adam steps of the whole ensemble; member m draws its minibatches from
+        pair indices ``member_idx[m]`` (M, n): its bootstrap resample of the training set.
+        ``mu`` (N,): the targets (default: the labels as given)."""
+        members, n = member_idx.shape
+        pairs = self.data.pairs.view()
+        mu = self.data.mu.view() if mu is None else mu
         batch = min(self.cfg.batch_size, n)
         groups = self.member_groups(batch * 2 * self.clip_length)
         self.model.train()
@@ -196,11 +262,14 @@ class RewardTrainer:
             self.optimizer.step()
 
     @torch.no_grad()
-    def evaluate(self, idx: torch.Tensor, chunk: int = 4096) -> tuple[float, float]:
-        """Mean member loss and ensemble-mean accuracy on strict preferences over pairs idx."""
+    def evaluate(self, idx: torch.Tensor, chunk: int = 4096,
+                 mu: torch.Tensor | None = None) -> tuple[float, float]:
+        """Mean member loss and ensemble-mean accuracy on strict preferences over pairs idx
+        (targets ``mu`` (N,), default the labels as given)."""
         if len(idx) == 0:
             return math.nan, math.nan
-        pairs, mu = self.data.pairs.view(), self.data.mu.view()
+        pairs = self.data.pairs.view()
+        mu = self.data.mu.view() if mu is None else mu
         losses, correct, strict = [], 0, 0
         for s in range(0, len(idx), chunk):
             i = idx[s:s + chunk]
