@@ -141,6 +141,10 @@ class RewardConfig:
     robust_slack_fits: int = 10
     robust_flip_prob: float = 0.001
     """Train a label flipped when the ensemble gives its answer less than this."""
+    crop_steps: int = 0
+    """Temporal-crop augmentation (SURF): each training step scores a pair on windows up to
+    this many steps shorter than its clips (same length on both sides, independent
+    starts); 0 = whole clips."""
     relabel: Literal["auto", "step", "rollout"] = "auto"
     """When the agent's learned reward is computed: 'step' = every vector step, all envs in
     one call; 'rollout' = the whole rollout in one call when it ends (one transfer each way

@@ -106,6 +106,7 @@ BOUNDS: dict[str, Bound] = {
     "reward.robust_slack": Bound(0, 100, why="multiples of the cross-entropy's std"),
     "reward.robust_slack_fits": Bound(1, 10**6),
     "reward.robust_flip_prob": Bound(0, 1, low_open=True, high_open=True),
+    "reward.crop_steps": Bound(0, 10**6, why="steps a training window may be shorter"),
     "teacher.beta": Bound(0, math.inf, low_open=True, why="inf = perfectly rational"),
     "teacher.gamma": _fraction(low_open=True),
     "teacher.mistake": _fraction(),

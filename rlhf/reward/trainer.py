@@ -37,6 +37,7 @@ import torch
 from rlhf.clips import Clip
 from rlhf.config import RewardConfig
 from rlhf.faults import failpoint
+from rlhf.reward.augment import crop_mask
 from rlhf.reward.data import PreferenceData, image_clip_chunk
 from rlhf.reward.device import pick_device, use_bf16
 from rlhf.reward.inference import clip_member_returns, update_output_stats
@@ -121,14 +122,17 @@ class RewardTrainer:
 
     # -- the loss ------------------------------------------------------------------------
 
-    def _returns(self, rows: torch.Tensor, members: slice = slice(None)) -> torch.Tensor:
-        """rows (M, B, 2) clip rows of ``members`` -> their returns (M, B, 2) in float32."""
+    def _returns(self, rows: torch.Tensor, members: slice = slice(None),
+                 mask: torch.Tensor | None = None) -> torch.Tensor:
+        """rows (M, B, 2) clip rows of ``members`` -> their returns (M, B, 2) in float32,
+        summed over the steps ``mask`` (M, B, 2, T) keeps (default: all)."""
         m, b, _ = rows.shape
         x = self.data.features.view()[rows]  # (M, B, 2, T, D)
         x = x.reshape(m, b * 2 * self.clip_length, -1)
         with self.autocast:
             r = self.net(x) if members == slice(None) else self.net(x, members)  # (M, B*2*T)
-        return r.float().reshape(m, b, 2, self.clip_length).sum(-1)
+        r = r.float().reshape(m, b, 2, self.clip_length)
+        return (r if mask is None else r * mask).sum(-1)
 
     def member_groups(self, rows_per_member: int) -> list[slice]:
         """Slices of the ensemble to fit one after another in a step: all members at once,
@@ -254,9 +258,12 @@ class RewardTrainer:
         for _ in range(steps):
             pos = torch.randint(n, (members, batch), generator=self.gen, device=self.device)
             idx = member_idx.gather(1, pos)  # (M, B) pair indices
+            mask = (crop_mask((members, batch), self.clip_length, self.cfg.crop_steps,
+                              self.gen, self.device) if self.cfg.crop_steps else None)
             self.optimizer.zero_grad(set_to_none=True)
             for g in groups:  # members are independent: each group's gradient is exact
-                loss = self._loss(self._returns(pairs[idx[g]], g), mu[idx[g]])
+                loss = self._loss(self._returns(pairs[idx[g]], g,
+                                                None if mask is None else mask[g]), mu[idx[g]])
                 loss = loss.sum() + self.weight_decay * self.model.net.l2()[g].sum()
                 loss.backward()
             self.optimizer.step()
