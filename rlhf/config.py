@@ -186,11 +186,15 @@ class TeacherConfig:
 @dataclass
 class QueryConfig:
     strategy: str = "disagreement"
-    """random, disagreement, entropy, or your own as ``module:attr`` (``rlhf.queries``)."""
+    """random, disagreement, entropy, kcenter, disagreement-kcenter, entropy-kcenter (a
+    diverse batch), or your own as ``module:attr`` (``rlhf.queries``)."""
     candidates: int = 10
     """Candidate pairs considered per query selected (pool = candidates * n)."""
     pool_size: int = 2000
     """Most recent clips kept in memory to draw candidate pairs from."""
+    recent_clips: int = 0
+    """Policy-aligned queries (QPA): candidates only from this many newest clips of the
+    pool, the current policy's behaviour; 0 = the whole pool."""
 
 
 @dataclass

@@ -107,6 +107,7 @@ BOUNDS: dict[str, Bound] = {
     "reward.robust_slack_fits": Bound(1, 10**6),
     "reward.robust_flip_prob": Bound(0, 1, low_open=True, high_open=True),
     "reward.crop_steps": Bound(0, 10**6, why="steps a training window may be shorter"),
+    "query.recent_clips": Bound(0, 10**7, why="newest clips candidates come from; 0 = all"),
     "teacher.beta": Bound(0, math.inf, low_open=True, why="inf = perfectly rational"),
     "teacher.gamma": _fraction(low_open=True),
     "teacher.mistake": _fraction(),

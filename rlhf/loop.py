@@ -101,7 +101,8 @@ class Run:
             self.envs.close()
             raise
         self.learner = PreferenceLearner(self.trainer, self.store, self.teacher, self.strategy,
-                                         self.rng, cfg.query.candidates)
+                                         self.rng, cfg.query.candidates,
+                                         recent_clips=cfg.query.recent_clips)
         # A person answers at their own pace: by default the agent keeps training on the
         # current reward model meanwhile (Christiano et al.), refitting as labels land.
         self.asynchronous = not self.teacher.synchronous and cfg.teacher.asynchronous

@@ -22,7 +22,7 @@ import numpy as np
 
 from rlhf.clips import Clip
 from rlhf.faults import failpoint
-from rlhf.queries import QueryStrategy, RandomQueries, select_pairs
+from rlhf.queries import QueryStrategy, RandomQueries, clip_features, select_pairs
 from rlhf.reward.trainer import FitStats, RewardTrainer
 from rlhf.store import Store, StoreCounts
 from rlhf.teachers import Teacher
@@ -36,9 +36,12 @@ class PreferenceLearner:
     """
 
     def __init__(self, trainer: RewardTrainer, store: Store, teacher: Teacher,
-                 strategy: QueryStrategy, rng: np.random.Generator, candidates: int):
+                 strategy: QueryStrategy, rng: np.random.Generator, candidates: int,
+                 recent_clips: int = 0):
         self.trainer, self.store, self.teacher = trainer, store, teacher
         self.strategy, self.rng, self.candidates = strategy, rng, candidates
+        self.recent_clips = recent_clips
+        """Candidates only from the pool's newest clips (``query.recent_clips``; 0: all)."""
         self.clips: dict[int, Clip] = {}
         self.fitted_labels = 0
         """Trainable labels (not skips) at the last fit."""
@@ -55,14 +58,21 @@ class PreferenceLearner:
         pool = list(pool)
         if n <= 0:
             return []
+        # Policy-aligned candidates (QPA): only the newest clips, what the agent does now.
+        offset = max(0, len(pool) - self.recent_clips) if self.recent_clips else 0
+        if len(pool) - offset < 2:
+            offset = max(0, len(pool) - 2)
+        cand = pool[offset:]
         model_ready = bool(self.trainer.model.fitted)
-        returns = (self.trainer.clip_member_returns(pool) if model_ready
-                   else np.zeros((self.trainer.model.members, len(pool))))
+        returns = (self.trainer.clip_member_returns(cand) if model_ready
+                   else np.zeros((self.trainer.model.members, len(cand))))
         strategy = self.strategy if model_ready else RandomQueries()
         # Never ask about the same pair twice: exclude pool pairs already in the store.
-        index_of = {c.id: i for i, c in enumerate(pool) if c.id is not None}
+        index_of = {c.id: i for i, c in enumerate(cand) if c.id is not None}
         asked = {(index_of[a], index_of[b]) for a, b in self.store.asked_pairs(list(index_of))}
-        pairs = select_pairs(strategy, returns, n, self.candidates, self.rng, exclude=asked)
+        features = clip_features(cand) if getattr(strategy, "diverse", False) else None
+        pairs = offset + select_pairs(strategy, returns, n, self.candidates, self.rng,
+                                      exclude=asked, features=features)
         new = [int(i) for i in np.unique(pairs) if pool[i].id is None]
         stored = list(zip(new, self.store.add_clips([pool[i] for i in new]), strict=True))
         for i, clip in stored:

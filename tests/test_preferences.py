@@ -82,3 +82,18 @@ def test_pending_queries_a_simulated_teacher_answers_and_a_person_keeps(tmp_path
             learner.answer_pending()
             assert store.counts().pending == pending_after
             assert (learner.fit() is None) == bool(pending_after)
+
+
+def test_policy_aligned_queries_come_from_the_newest_clips_only(tmp_path):
+    pool = _clips(60, np.random.default_rng(4))
+    with Store(tmp_path / "s.sqlite", create=True) as store:
+        learner = _learner(store)
+        learner.recent_clips = 15
+        for it in range(3):
+            for i, clip in learner.ask(pool, 5, iteration=it):
+                assert i >= 45  # only the newest 15 of the 60 are candidates
+                pool[i] = clip
+            learner.fit()
+        newest = {c.id for c in pool[45:]}
+        queries = [store.get_query(i) for i in range(1, store.counts().queries + 1)]
+        assert len(queries) == 15 and all({q.clip_a, q.clip_b} <= newest for q in queries)

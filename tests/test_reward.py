@@ -221,7 +221,7 @@ def test_fitting_on_crops_still_learns_the_reward_and_is_deterministic():
     held_out = toy_clips(100, np.random.default_rng(99))
     true = np.array([c.true_return for c in held_out])
     trainer, stats = fit_toy(crop_steps=4)
-    again, stats_again = fit_toy(crop_steps=4)
+    _, stats_again = fit_toy(crop_steps=4)
     assert spearman(trainer.clip_member_returns(held_out).mean(0), true) > 0.9
     assert [s.train_loss for s in stats] == [s.train_loss for s in stats_again]
     _, whole = fit_toy()
