@@ -32,7 +32,7 @@ from rlhf.callbacks import ProgressBar, RefitWhenLabelled, mean_episode_return
 from rlhf.checkenv import preflight
 from rlhf.config import Config, ConfigError
 from rlhf.environment import EnvError
-from rlhf.evaluate import reward_correlation, true_returns
+from rlhf.evaluate import policy_disagreement, reward_correlation, true_returns
 from rlhf.io import saving
 from rlhf.preferences import PreferenceLearner, trainable
 from rlhf.progress import IterationRecord, Progress
@@ -269,7 +269,8 @@ class Run:
             eval_return=math.nan if eval_return is None else eval_return,
             train_return=mean_episode_return(self.sb3),
             reward_corr=reward_correlation(self.trainer.model, recent), seconds=seconds,
-            fit=stats, relabel_seconds=relabel), counts)
+            fit=stats, relabel_seconds=relabel,
+            policy_disagreement=policy_disagreement(self.trainer.model, recent)), counts)
         self.bar.set_postfix(labels=counts.labels, ret=f"{row['eval_return']:.1f}")
         return row
 

@@ -36,20 +36,22 @@ class IterationRecord:
     """The reward-model fit of this iteration, if it refitted."""
     relabel_seconds: float | None = None
     """An off-policy agent's replay-buffer relabelling after that fit."""
+    policy_disagreement: float = math.nan
+    """Members' disagreement on the reward of recent clips (``policy_disagreement``)."""
 
     def row(self) -> dict[str, Any]:
         row: dict[str, Any] = {
             "iteration": self.iteration, "timesteps": self.timesteps, "labels": self.labels,
             "queries": self.queries, "clips": self.clips, "eval_return": self.eval_return,
             "train_return": self.train_return, "reward_corr": self.reward_corr,
-            "seconds": round(self.seconds, 3)}
+            "seconds": round(self.seconds, 3), "rm_policy_disagreement": self.policy_disagreement}
         if self.fit is not None:
             f = self.fit
             row.update(rm_train_loss=f.train_loss, rm_val_loss=f.val_loss,
                        rm_val_accuracy=f.val_accuracy, rm_train_accuracy=f.train_accuracy,
                        rm_weight_decay=f.weight_decay, rm_fit_seconds=f.seconds,
                        rm_steps=f.steps, rm_distrusted=f.distrusted,
-                       rm_flipped=f.flipped)
+                       rm_flipped=f.flipped, rm_val_ece=f.val_ece)
             if self.relabel_seconds is not None:
                 row["relabel_seconds"] = round(self.relabel_seconds, 3)
         return row

@@ -226,3 +226,26 @@ def test_fitting_on_crops_still_learns_the_reward_and_is_deterministic():
     assert [s.train_loss for s in stats] == [s.train_loss for s in stats_again]
     _, whole = fit_toy()
     assert stats[-1].train_loss != whole[-1].train_loss  # the crops did change the steps
+
+
+def test_members_disagree_more_where_they_have_not_seen_data():
+    """The reward-hacking alarm: off the labelled states the ensemble disagrees more."""
+    from rlhf.evaluate import policy_disagreement
+
+    trainer, _ = fit_toy()
+    seen = toy_clips(50, np.random.default_rng(7))
+    unseen = [Clip(obs=c.obs + np.float32(15), actions=c.actions, rewards=c.rewards,
+                   dones=c.dones, last_obs=c.last_obs + np.float32(15)) for c in seen]
+    assert policy_disagreement(trainer.model, seen) < policy_disagreement(trainer.model, unseen)
+
+
+def test_calibration_bins_the_held_out_labels():
+    trainer, stats = fit_toy()
+    val = torch.nonzero(trainer.data.is_val.view()).squeeze(1)
+    ece, conf, hits, counts = trainer.calibration(val)
+    strict = int((trainer.data.mu.view()[val] != 0.5).sum())
+    assert counts.sum() == strict > 0 and ece == stats[-1].val_ece
+    assert 0 <= ece < 0.25  # a clean teacher, a well-fitted model: roughly calibrated
+    full = counts > 0
+    assert ((conf[full] >= 0) & (conf[full] <= 1) & (hits[full] >= 0) & (hits[full] <= 1)).all()
+    assert np.isnan(trainer.calibration(val[:0])[0])

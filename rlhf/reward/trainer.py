@@ -67,6 +67,9 @@ class FitStats:
     """Labels left out of this fit (``reward.robust``); the store still has them."""
     flipped: int = 0
     """Labels trained on with the opposite answer in this fit (``reward.robust``)."""
+    val_ece: float = math.nan
+    """Expected calibration error on held-out strict labels: the ensemble's P(a > b) in
+    ten bins against how often a was chosen, weighted by the bins' sizes (NaN: none)."""
 
 
 class RewardTrainer:
@@ -210,7 +213,34 @@ class RewardTrainer:
         return FitStats(steps, train_loss, val_loss, val_acc, train_acc, self.weight_decay,
                         time.perf_counter() - t0, n_train, len(val_idx),
                         distrusted=int(self.distrusted.sum()),
-                        flipped=int(self.flipped.sum()))
+                        flipped=int(self.flipped.sum()), val_ece=self.calibration(val_idx)[0])
+
+    @torch.no_grad()
+    def calibration(self, idx: torch.Tensor, bins: int = 10
+                    ) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+        """Reliability of the ensemble's P(a > b) on the strict labels among ``idx``:
+        (ECE, per-bin mean predicted probability (bins,), per-bin share of 'a' answers
+        (bins,), per-bin counts (bins,)); NaN entries for empty bins and an ECE of NaN
+        without strict labels."""
+        pairs, mu = self.data.pairs.view(), self.data.mu.view()
+        strict = idx[mu[idx] != 0.5] if len(idx) else idx
+        empty = np.full(bins, np.nan)
+        if len(strict) == 0:
+            return math.nan, empty, empty.copy(), np.zeros(bins, dtype=np.int64)
+        rows = pairs[strict].unsqueeze(0).expand(self.model.members, -1, -1)
+        d = self._returns(rows)
+        d = d[..., 0] - d[..., 1]
+        eps = self.cfg.random_answer_prob
+        p = (eps / 2 + (1 - eps) * torch.sigmoid(d)).mean(0).cpu().numpy()
+        y = mu[strict].cpu().numpy()
+        which = np.minimum((p * bins).astype(np.int64), bins - 1)
+        counts = np.bincount(which, minlength=bins)
+        conf = np.bincount(which, weights=p, minlength=bins)
+        hits = np.bincount(which, weights=y, minlength=bins)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            conf, hits = conf / counts, hits / counts
+        ece = float(np.nansum(counts * np.abs(conf - hits)) / counts.sum())
+        return ece, conf, hits, counts
 
     @torch.no_grad()
     def label_divergence(self, chunk: int = 4096) -> torch.Tensor:
