@@ -141,6 +141,14 @@ class RewardConfig:
     robust_slack_fits: int = 10
     robust_flip_prob: float = 0.001
     """Train a label flipped when the ensemble gives its answer less than this."""
+    pseudo_ratio: int = 0
+    """Semi-supervision (SURF): each training step also draws this many random pairs of the
+    agent's recent unlabelled clips per labelled pair, and each member trains on its own
+    confident answers to them; 0 = off."""
+    pseudo_threshold: float = 0.99
+    """A member's P(a > b) (or P(b > a)) above which its answer becomes a pseudo-label."""
+    pseudo_clips: int = 256
+    """Recent clips pseudo-labelled pairs are drawn from (the newest of the pool)."""
     crop_steps: int = 0
     """Temporal-crop augmentation (SURF): each training step scores a pair on windows up to
     this many steps shorter than its clips (same length on both sides, independent

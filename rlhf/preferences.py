@@ -111,6 +111,8 @@ class PreferenceLearner:
             return None
         self.load_clips(pair_ids)
         self.trainer.sync(pair_ids, mu, self.clips)
+        if self.trainer.cfg.pseudo_ratio:
+            self.trainer.set_unlabelled(list(recent) or list(self.clips.values()))
         stats = self.trainer.fit()
         self.fitted_labels, self.last_fit = len(mu), stats
         if self.trainer.cfg.normalize:

@@ -249,3 +249,29 @@ def test_calibration_bins_the_held_out_labels():
     full = counts > 0
     assert ((conf[full] >= 0) & (conf[full] <= 1) & (hits[full] >= 0) & (hits[full] <= 1)).all()
     assert np.isnan(trainer.calibration(val[:0])[0])
+
+
+def test_pseudo_labels_come_only_from_confident_answers():
+    trainer, _ = fit_toy(n_labels=300)
+    clips = toy_clips(60, np.random.default_rng(11))
+    trainer.cfg.pseudo_ratio = 2
+    trainer.set_unlabelled(clips)
+    pairs = trainer._unlabelled_pairs(3, 64)
+    assert pairs.shape == (3, 128, 2) and (pairs[..., 0] != pairs[..., 1]).all()
+    with torch.no_grad():
+        ret = trainer._returns_of(trainer.unlabelled[pairs])
+        loss = trainer._pseudo_loss(ret)
+        p = torch.sigmoid(ret[..., 0] - ret[..., 1])
+        confident = torch.maximum(p, 1 - p) > trainer.cfg.pseudo_threshold
+        trainer.cfg.pseudo_threshold = 1 - 1e-12  # nobody is that sure: nothing to learn
+        assert (trainer._pseudo_loss(ret) == 0).all()
+    assert confident.any() and (loss > 0).all()
+    # In training: the same seed gives the same fit, and the pseudo-labels change it.
+    def weights(ratio: int) -> torch.Tensor:
+        tr, _ = fit_toy(n_labels=60, fits=1, steps=0)
+        tr.cfg.pseudo_ratio, tr.cfg.pseudo_threshold = ratio, 0.6
+        tr.set_unlabelled(clips)
+        tr.fit(steps=30)
+        return tr.model.net.weights[0].detach().clone()
+
+    assert torch.equal(weights(2), weights(2)) and not torch.equal(weights(2), weights(0))

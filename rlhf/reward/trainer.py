@@ -36,6 +36,7 @@ import torch
 
 from rlhf.clips import Clip
 from rlhf.config import RewardConfig
+from rlhf.errors import ConfigError
 from rlhf.faults import failpoint
 from rlhf.reward.augment import crop_mask
 from rlhf.reward.data import PreferenceData, image_clip_chunk
@@ -77,6 +78,11 @@ class RewardTrainer:
 
     def __init__(self, model: RewardModel, cfg: RewardConfig, clip_length: int, seed: int = 0):
         self.cfg = cfg
+        if cfg.pseudo_ratio and model.spec.obs_is_image:
+            # Float features of hundreds of image clips would not fit beside the labelled
+            # ones (see rlhf.reward.data).
+            raise ConfigError("reward.pseudo_ratio: pseudo-labels need vector observations; "
+                              "this env's are images: set reward.pseudo_ratio=0")
         self.device = pick_device(cfg.device)
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
@@ -93,6 +99,8 @@ class RewardTrainer:
         self.net = torch.compile(self.model.net) if cfg.compile else self.model.net
         self.activation_budget = CPU_ACTIVATION_BUDGET
         self.fits = 0
+        self.unlabelled: torch.Tensor | None = None
+        """(U, T, D) standardised features of the clips pseudo-labels are drawn from."""
         self.trusted_kl: tuple[float, float] | None = None
         """Mean and std of the divergence of the labels the last screening trusted."""
         self.distrusted = np.zeros(0, dtype=bool)
@@ -129,8 +137,12 @@ class RewardTrainer:
                  mask: torch.Tensor | None = None) -> torch.Tensor:
         """rows (M, B, 2) clip rows of ``members`` -> their returns (M, B, 2) in float32,
         summed over the steps ``mask`` (M, B, 2, T) keeps (default: all)."""
-        m, b, _ = rows.shape
-        x = self.data.features.view()[rows]  # (M, B, 2, T, D)
+        return self._returns_of(self.data.features.view()[rows], members, mask)
+
+    def _returns_of(self, x: torch.Tensor, members: slice = slice(None),
+                    mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Features (M, B, 2, T, D) of pairs of clips -> their returns (M, B, 2)."""
+        m, b = x.shape[:2]
         x = x.reshape(m, b * 2 * self.clip_length, -1)
         with self.autocast:
             r = self.net(x) if members == slice(None) else self.net(x, members)  # (M, B*2*T)
@@ -149,8 +161,10 @@ class RewardTrainer:
             return [slice(None)]
         return [slice(s, min(s + size, members)) for s in range(0, members, size)]
 
-    def _loss(self, returns: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
-        """returns (M, B, 2), mu (M, B) -> per-member mean cross-entropy (M,)."""
+    def _loss(self, returns: torch.Tensor, mu: torch.Tensor, reduce: bool = True
+              ) -> torch.Tensor:
+        """returns (M, B, 2), mu (M, B) -> per-member mean cross-entropy (M,), or (M, B)
+        per pair without ``reduce``."""
         eps = self.cfg.random_answer_prob
         d = returns[..., 0] - returns[..., 1]
         if eps > 0:
@@ -162,7 +176,8 @@ class RewardTrainer:
         else:
             log_p = torch.nn.functional.logsigmoid(d)
             log_q = torch.nn.functional.logsigmoid(-d)
-        return -(mu * log_p + (1 - mu) * log_q).mean(-1)
+        loss = -(mu * log_p + (1 - mu) * log_q)
+        return loss.mean(-1) if reduce else loss
 
     # -- fitting -------------------------------------------------------------------------
 
@@ -214,6 +229,38 @@ class RewardTrainer:
                         time.perf_counter() - t0, n_train, len(val_idx),
                         distrusted=int(self.distrusted.sum()),
                         flipped=int(self.flipped.sum()), val_ece=self.calibration(val_idx)[0])
+
+    # -- pseudo-labels (SURF) -------------------------------------------------------------
+
+    def set_unlabelled(self, clips: list[Clip]) -> None:
+        """Clips (the agent's recent ones) whose random pairs get pseudo-labels in training
+        steps, with ``reward.pseudo_ratio``; their features replace the previous set's."""
+        if not self.cfg.pseudo_ratio or len(clips) < 2:
+            self.unlabelled = None
+            return
+        clips = [c for c in clips if len(c) == self.clip_length][-self.cfg.pseudo_clips:]
+        feats = self.data.clip_features(clips) if len(clips) >= 2 else None
+        self.unlabelled = (None if feats is None
+                           else (feats - self.model.feat_mean) / self.model.feat_std)
+
+    def _unlabelled_pairs(self, members: int, batch: int) -> torch.Tensor | None:
+        """(M, B * pseudo_ratio, 2) random pairs of distinct unlabelled clips, or None."""
+        if self.unlabelled is None or not self.cfg.pseudo_ratio:
+            return None
+        u, k = len(self.unlabelled), batch * self.cfg.pseudo_ratio
+        a = torch.randint(u, (members, k), generator=self.gen, device=self.device)
+        b = (a + torch.randint(1, u, (members, k), generator=self.gen, device=self.device)) % u
+        return torch.stack([a, b], dim=-1)
+
+    def _pseudo_loss(self, returns: torch.Tensor) -> torch.Tensor:
+        """returns (M, K, 2) of unlabelled pairs -> (M,): each member's cross-entropy against
+        its own confident answers (P above ``pseudo_threshold`` either way); pairs it is
+        unsure of add nothing. The targets carry no gradient."""
+        d = returns[..., 0] - returns[..., 1]
+        p = torch.sigmoid(d.detach())
+        confident = (torch.maximum(p, 1 - p) > self.cfg.pseudo_threshold).float()
+        loss = self._loss(returns, (p > 0.5).float(), reduce=False)
+        return (loss * confident).mean(-1)
 
     @torch.no_grad()
     def calibration(self, idx: torch.Tensor, bins: int = 10
@@ -290,10 +337,14 @@ class RewardTrainer:
             idx = member_idx.gather(1, pos)  # (M, B) pair indices
             mask = (crop_mask((members, batch), self.clip_length, self.cfg.crop_steps,
                               self.gen, self.device) if self.cfg.crop_steps else None)
+            unlabelled = self._unlabelled_pairs(members, batch)
             self.optimizer.zero_grad(set_to_none=True)
             for g in groups:  # members are independent: each group's gradient is exact
                 loss = self._loss(self._returns(pairs[idx[g]], g,
                                                 None if mask is None else mask[g]), mu[idx[g]])
+                if unlabelled is not None:
+                    loss = loss + self._pseudo_loss(self._returns_of(
+                        self.unlabelled[unlabelled[g]], g))
                 loss = loss.sum() + self.weight_decay * self.model.net.l2()[g].sum()
                 loss.backward()
             self.optimizer.step()
