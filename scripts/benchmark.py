@@ -7,6 +7,7 @@
     python scripts/benchmark.py overhead [--steps N]    # PPO steps/s: learned vs true reward
     python scripts/benchmark.py adam [CONFIG]           # PPO CPU time: SB3's Adam vs fused
     python scripts/benchmark.py scaling                 # fit time as labels grow
+    python scripts/benchmark.py options                 # fit time with robust/crop/pseudo on
     python scripts/benchmark.py efficiency CONFIG [--seeds 0 1 2]   # RLHF vs true-reward PPO
     python scripts/benchmark.py relabel [--sizes 100000 1000000]    # replay-buffer relabel s
 
@@ -105,7 +106,7 @@ def ceilings(device: torch.device, repeats: int = 3) -> dict[str, float]:
 
 def synthetic_trainer(members: int, clip_length: int, obs_dim: int, hidden: int,
                       n_pairs: int, device: str, batch: int, seed: int = 0,
-                      precision: str = "auto") -> RewardTrainer:
+                      precision: str = "auto", **cfg_kwargs) -> RewardTrainer:
     """A trainer holding ``n_pairs`` random labelled pairs over 2 * n_pairs random clips."""
     import gymnasium as gym
 
@@ -114,7 +115,7 @@ def synthetic_trainer(members: int, clip_length: int, obs_dim: int, hidden: int,
     spec = FeatureSpec.from_spaces(gym.spaces.Box(-1, 1, (obs_dim,)),
                                    gym.spaces.Box(-1, 1, (act_dim,)))
     cfg = RewardConfig(ensemble=members, hidden=[hidden, hidden], device=device,
-                       batch_size=batch, precision=precision)
+                       batch_size=batch, precision=precision, **cfg_kwargs)
     model = RewardModel(spec, members, cfg.hidden, seed=seed)
     trainer = RewardTrainer(model, cfg, clip_length, seed=seed)
     n_clips = min(2 * n_pairs, 4000)
@@ -125,6 +126,8 @@ def synthetic_trainer(members: int, clip_length: int, obs_dim: int, hidden: int,
     pairs = rng.integers(0, n_clips, (n_pairs, 2))
     mu = rng.integers(0, 2, n_pairs).astype(np.float32)
     trainer.sync(pairs, mu, clips)
+    if trainer.cfg.pseudo_ratio:
+        trainer.set_unlabelled(list(clips.values())[-trainer.cfg.pseudo_clips:])
     return trainer
 
 
@@ -266,6 +269,29 @@ def cmd_scaling(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
+OPTIONS = {"plain": {}, "robust": {"robust": True}, "crop 10": {"crop_steps": 10},
+           "pseudo 1:1": {"pseudo_ratio": 1}, "all three": {
+               "robust": True, "crop_steps": 10, "pseudo_ratio": 1}}
+
+
+def cmd_options(args: argparse.Namespace) -> list[dict]:
+    """Seconds per reward-model fit with each of issue 19's options against none, side by
+    side: 700 labels of HalfCheetah's shapes (obs 17, clip 50), --members[0] members of
+    --hidden[0] x 2; the first (warm-up) fit is not timed, so the robust screening runs in
+    every timed one."""
+    device = torch.device(args.device)
+    rows, base = [], None
+    for name, opts in OPTIONS.items():
+        trainer = synthetic_trainer(args.members[0], 50, 17, args.hidden[0], 700,
+                                    str(device), 64, precision=args.precision, **opts)
+        t = timed(lambda tr=trainer: tr.fit(), args.repeats, _sync(device))
+        base = base or t
+        row = {"option": name, "fit_seconds": t, "vs_plain": t / base}
+        rows.append(row)
+        emit(row, 3)
+    return rows
+
+
 # -- overhead of the learned reward inside PPO ---------------------------------------------
 
 
@@ -387,7 +413,8 @@ def cmd_efficiency(args: argparse.Namespace) -> list[dict]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("what", choices=["ceiling", "reward", "inference", "scaling", "overhead",
+    p.add_argument("what", choices=["ceiling", "reward", "inference", "scaling", "options",
+                                    "overhead",
                                     "adam", "efficiency", "relabel"])
     p.add_argument("config", nargs="?", help="efficiency, adam: the preset to run")
     p.add_argument("overrides", nargs="*", help="efficiency, adam: key.path=value overrides")
@@ -421,7 +448,8 @@ def main() -> None:
     if args.what == "efficiency" and not args.config:
         p.error("efficiency needs a CONFIG, e.g. configs/pendulum.yaml")
     fn = {"ceiling": lambda a: [], "reward": cmd_reward, "inference": cmd_inference,
-          "scaling": cmd_scaling, "overhead": cmd_overhead, "adam": cmd_adam,
+          "scaling": cmd_scaling, "options": cmd_options, "overhead": cmd_overhead,
+          "adam": cmd_adam,
           "efficiency": cmd_efficiency, "relabel": cmd_relabel}
     rows = fn[args.what](args)
     if args.json:

@@ -155,7 +155,9 @@ def test_suite_runs_rlhf_and_true_reward_ppo_and_reports(tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     qa = json.loads((tmp_path / "qa" / "query_ablation.json").read_text())
-    assert {r["strategy"] for r in qa["runs"]} == {"random", "disagreement", "entropy"}
+    assert {r["strategy"] for r in qa["runs"]} == {"random", "disagreement", "entropy",
+                                                   "kcenter", "disagreement-kcenter",
+                                                   "entropy-kcenter"}
     for r in qa["runs"]:
         assert [row["labels"] for row in r["rows"]] == [4, 6, 8]
         assert all(0 <= row["accuracy"] <= 1 for row in r["rows"])
