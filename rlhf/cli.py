@@ -105,6 +105,7 @@ def _start_overrides(args: argparse.Namespace, command: str, example: str) -> li
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
+    from rlhf.tune.result import format_params
     from rlhf.tune.run import resume_tune_config, run_tune
 
     if args.resume:
@@ -118,7 +119,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     with _viewer(cfg, cfg.teacher.kind == "human" and not args.no_viewer):
         result = run_tune(cfg, force=args.force, resume=args.resume is not None,
                           log=(lambda _: None) if args.quiet else print)
-    best = _fmt_params(result.params)
+    best = format_params(result.params)
     print(f"rlhf: done: {result.comparisons} comparisons; best {best} (estimated utility "
           f"{result.utility_mean:.2f} ± {result.utility_std:.2f}); run directory "
           f"{result.run_dir}")
@@ -169,7 +170,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(status, indent=2, default=float))
         return 0
     if status.get("kind") == "tune":
-        print(_tune_status_line(status))
+        from rlhf.tune.result import status_line
+
+        print(status_line(status))
         return 0
     ret = status.get("latest_eval_return")
     acc = status.get("reward_model_val_accuracy")
@@ -184,23 +187,6 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-
-def _fmt_params(params: dict) -> str:
-    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                     for k, v in params.items())
-
-
-def _tune_status_line(status: dict) -> str:
-    best = status.get("best")
-    shown = "-" if not best else _fmt_params(best)
-    mean, std = status.get("utility_mean"), status.get("utility_std")
-    lat = status.get("latency_median")
-    return (f"{status['run_dir']}: {status['labels']}/{status.get('total_comparisons', '?')} "
-            f"comparisons ({status['pending']} pending, {status.get('ties', 0)} ties, "
-            f"{status['skipped']} skipped); best {shown}; estimated utility "
-            + ("-" if mean is None else f"{mean:.2f} ± {std:.2f}")
-            + ("" if lat is None else f"; next pair {lat:.2f} s after an answer (median)")
-            + (", finished" if status.get("finished") else ""))
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from rlhf.agent import eval_env, load_trained_agent

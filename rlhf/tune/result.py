@@ -110,3 +110,23 @@ def write_plot(run: RunDir, gp: Any, space: Any, best: Best, points: int = 101) 
     with atomic_path(run.path / PLOT) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
+
+
+def format_params(params: dict) -> str:
+    """``name=value, ...`` of a parameter dict, floats to 4 significant digits."""
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in params.items())
+
+
+def status_line(status: dict) -> str:
+    """``rlhf status`` of a tuning run in one line, from ``run_status``'s dict."""
+    best = status.get("best")
+    shown = "-" if not best else format_params(best)
+    mean, std = status.get("utility_mean"), status.get("utility_std")
+    lat = status.get("latency_median")
+    return (f"{status['run_dir']}: {status['labels']}/{status.get('total_comparisons', '?')} "
+            f"comparisons ({status['pending']} pending, {status.get('ties', 0)} ties, "
+            f"{status['skipped']} skipped); best {shown}; estimated utility "
+            + ("-" if mean is None else f"{mean:.2f} ± {std:.2f}")
+            + ("" if lat is None else f"; next pair {lat:.2f} s after an answer (median)")
+            + (", finished" if status.get("finished") else ""))
