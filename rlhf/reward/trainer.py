@@ -196,6 +196,8 @@ class RewardTrainer:
         self.flipped = np.zeros(n_all, dtype=bool)
         if cfg.robust and bool(self.model.fitted):
             keep, flip = self.screen_labels()
+            if not bool(keep[train_idx].any()):  # a screen that leaves nothing is no screen
+                keep, flip = torch.ones_like(keep), torch.zeros_like(flip)
             mu = torch.where(flip, 1 - mu, mu)
             train_idx, val_idx = train_idx[keep[train_idx]], val_idx[keep[val_idx]]
             self.distrusted, self.flipped = (~keep).cpu().numpy(), flip.cpu().numpy()
