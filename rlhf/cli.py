@@ -142,15 +142,24 @@ def cmd_label(args: argparse.Namespace) -> int:
     if args.wait:
         wait_for_run(args.run_dir)
     log = print if args.verbose else None
-    given = label(args.run_dir, overrides, teacher=args.name, seed=args.seed, log=log)
+    given = label(args.run_dir, overrides, teacher=args.name, seed=args.seed, log=log,
+                  annotator=args.annotator)
     print(f"rlhf: {given} labels given in this session, all saved in {args.run_dir}")
     return 0
+
+
+def _annotator(text: str) -> str:
+    name = text.strip()
+    if not name or len(name) > 64 or not name.isprintable():
+        raise argparse.ArgumentTypeError(f"{text!r}: an annotator is 1-64 printable "
+                                         "characters, e.g. --annotator alice")
+    return name
 
 
 def run_status(run_dir: str | Path) -> dict:
     """Live counts from the store plus the trainer's last progress report."""
     run = RunDir.open(run_dir)
-    with Store(run.store, readonly=True) as store:  # a reader: a read-only run works too
+    with Store(run.store_location(), readonly=True) as store:  # a reader: read-only works
         counts = store.counts()
     status = {**run.read_status(), **counts.as_dict(), "run_dir": str(run.path)}
     if status.get("kind") == "tune":
@@ -354,6 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--force", action="store_true",
                     help="with --screenshot: replace an existing image file")
     lb.add_argument("--name", default="human", help="teacher name stored with each label")
+    lb.add_argument("--annotator", type=_annotator,
+                    help="who is labelling, stored with each label (default: your user name)")
     lb.add_argument("--speed", type=float, help="initial playback speed (default 1)")
     lb.add_argument("--seed", type=int, help="seed of the left/right assignment")
     lb.add_argument("--wait", action="store_true",

@@ -252,6 +252,19 @@ class EvalConfig:
 
 
 @dataclass
+class StoreConfig:
+    """Where the run's clips, queries and labels live."""
+
+    url: str | None = None
+    """None: an SQLite file in the run directory. ``postgresql://USER@HOST:PORT/DATABASE``:
+    a PostgreSQL server that people label from on other machines (``rlhf label URL --run
+    NAME``). No password here (config.yaml is saved with the run): PGPASSWORD or
+    ~/.pgpass."""
+    run: str | None = None
+    """The run's name on the server (default: the run directory's name)."""
+
+
+@dataclass
 class ParamConfig:
     """One parameter a tuning run searches over (``tune.params``)."""
 
@@ -313,6 +326,7 @@ class Config:
     loop: LoopConfig = field(default_factory=LoopConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     viewer: ViewerConfig = field(default_factory=ViewerConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
     tune: TuneConfig | None = None
     """Set in a tuning config (``rlhf tune``); an RL run (``rlhf train``) has none."""
     components: dict[str, str] = field(default_factory=dict)

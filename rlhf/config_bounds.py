@@ -241,6 +241,7 @@ def validate(cfg: Config) -> None:
            f"must be 'auto', 'cpu' or 'cuda[:N]', got {r.device!r}")
     _check(r.robust_slack[0] >= r.robust_slack[1], "reward.robust_slack",
            f"[first, last] must not grow (it tightens over the fits), got {r.robust_slack}")
+    _check_store(cfg)
     if cfg.tune is not None:
         from rlhf.tune.space import validate_tune
 
@@ -248,3 +249,20 @@ def validate(cfg: Config) -> None:
     t = cfg.teacher
     _check(t.score is None or ":" in t.score, "teacher.score",
            f"must be 'module:function', got {t.score!r}")
+
+
+def _check_store(cfg: Config) -> None:
+    from rlhf.store_pg import RUN_NAME, has_password, is_url, without_password
+
+    url, run = cfg.store.url, cfg.store.run
+    if url is not None:
+        _check(is_url(url), "store.url",
+               f"must be postgresql://USER@HOST:PORT/DATABASE (or unset, for SQLite in the run "
+               f"directory), got {without_password(url)!r}")
+        _check(not has_password(url), "store.url",
+               "holds a password, which would be saved in the run's config.yaml; take it out "
+               "of the URL and use PGPASSWORD or ~/.pgpass")
+    if run is not None:
+        _check(url is not None, "store.run", "names a run on a PostgreSQL server: set store.url")
+        _check(bool(RUN_NAME.fullmatch(run)), "store.run",
+               f"use 1-50 letters, digits, '_', '.' or '-', got {run!r}")

@@ -40,7 +40,7 @@ from rlhf.queries import QueryStrategy, make_strategy
 from rlhf.resume import record_components
 from rlhf.reward.model import FeatureSpec, RewardModel
 from rlhf.reward.trainer import FitStats, RewardTrainer
-from rlhf.rundir import Interrupted, RunDir, sigterm_raises_interrupt
+from rlhf.rundir import Interrupted, RunDir, reserve_store, sigterm_raises_interrupt
 from rlhf.schedule import eval_iterations, iteration_ends, label_schedule
 from rlhf.store import Store, StoreCounts
 from rlhf.teachers import ScoreFn, Teacher, make_teacher
@@ -90,6 +90,7 @@ class Run:
                 self.dir = RunDir.open(cfg.run_dir)
                 self.lock = self.dir.lock()  # one trainer per run; the OS frees it on a crash
             else:
+                reserve_store(cfg)  # a server's store: before anything is written here
                 self.dir, self.lock = RunDir.create(cfg, force=force)
         except BaseException:
             self.envs.close()
@@ -111,11 +112,13 @@ class Run:
 
     def _open_outputs(self, resume: bool) -> None:
         """The store and the TensorBoard logger, once this process holds the run's lock."""
-        if resume:
+        location = self.dir.store_location(self.cfg)
+        if resume and isinstance(location, Path):
             self.dir.check_store()  # a run with checkpoints never gets a new, empty store
         # A kill can precede the store's creation (a new run, or a resume of one that died
-        # before its first checkpoint): then it is created here.
-        self.store = Store(self.dir.store, create=True)
+        # before its first checkpoint): then it is created here (on a server: it was made by
+        # reserve_store, and a resume finds it there or stops).
+        self.store = Store(location, create=isinstance(location, Path))
         # One logger for the whole run (SB3 would make a new one, and drop what we
         # recorded, at every learn() call): its own curves and ours under rlhf/.
         with saving(self.dir.tensorboard):

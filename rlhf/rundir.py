@@ -35,11 +35,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rlhf.config import Config, ConfigError, save_config
 from rlhf.io import atomic_write_text, saving
 from rlhf.lock import LOCK_NAME, TrainerLock
+
+if TYPE_CHECKING:
+    from rlhf.store_pg import PgLocation
 
 LATEST = "LATEST"
 STATE, TRAINER = "state.json", "trainer.safetensors"
@@ -83,6 +86,36 @@ def sigterm_raises_interrupt() -> Any:
         return signal.getsignal(signal.SIGTERM)
 
 
+def reserve_store(cfg: Config) -> None:
+    """A new run whose store is on a PostgreSQL server (``store.url``): fix its name there
+    (``store.run``, saved with the config) and make its tables, before the run directory
+    exists: an unreachable server, or a name another run's labels already use, is refused
+    with nothing written. Nothing to do for an SQLite store."""
+    if cfg.store.url is None:
+        return
+    from rlhf.store import Store
+    from rlhf.store_pg import PgLocation
+
+    if cfg.run_dir is None:
+        cfg.run_dir = str(RunDir.default_path(cfg))
+    if cfg.store.run is None:
+        cfg.store.run = pg_run_name(Path(cfg.run_dir))
+    location = PgLocation(cfg.store.url, cfg.store.run)
+    with Store(location, create=True) as store:
+        counts = store.counts()
+    if counts.clips or counts.label_events:  # an empty one is this run's own aborted start
+        raise RunDirError(f"{location} already holds another run's {counts.clips} clips and "
+                          f"{counts.labels} labels; resume that run (rlhf train --resume "
+                          "DIR), or give this one another name: store.run=NAME")
+
+
+def pg_run_name(path: Path) -> str:
+    """A run directory's name as a run name on a PostgreSQL server (``store.run``'s
+    default): the characters a run name may not hold become ``_``."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", path.resolve().name)[:50].lstrip("_.-")
+    return name or "run"
+
+
 @dataclass(frozen=True)
 class RunDir:
     path: Path
@@ -93,7 +126,18 @@ class RunDir:
 
     @property
     def store(self) -> Path:
+        """The SQLite store's file (the default backend)."""
         return self.path / "store.sqlite"
+
+    def store_location(self, cfg: Config | None = None) -> Path | PgLocation:
+        """Where this run's store is: ``store.sqlite`` here, or, with ``store.url`` in the
+        run's config (``cfg``, default: its config.yaml), its run on a PostgreSQL server."""
+        from rlhf.store_pg import PgLocation
+
+        cfg = self.load_config() if cfg is None else cfg
+        if cfg.store.url is None:
+            return self.store
+        return PgLocation(cfg.store.url, cfg.store.run or pg_run_name(self.path))
 
     @property
     def status(self) -> Path:
@@ -269,8 +313,8 @@ class RunDir:
         """Standing labels in the store not given by the run's own simulated teacher."""
         from rlhf.store import Store
 
-        if not self.store.exists():
-            return 0
+        if cfg.store.url is not None or not self.store.exists():
+            return 0  # labels on a server stay there whatever happens to this directory
         simulated = None if cfg.teacher.kind == "human" else cfg.teacher.kind
         with Store(self.store, readonly=True) as store:
             return sum(1 for label in store.labels() if label.teacher != simulated)
@@ -281,6 +325,8 @@ class RunDir:
         A missing, empty or dangling-symlink store.sqlite would otherwise be created anew,
         empty, and the run could never resume its labels.
         """
+        if self.load_config().store.url is not None:
+            return  # on a server: opening it finds the run there, or says it is not
         store = self.store
         dangling = store.is_symlink() and not store.exists()
         has_checkpoint = (self.checkpoints / LATEST).exists() or self.metrics.exists()

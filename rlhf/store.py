@@ -1,8 +1,11 @@
-"""The run's durable store: clips, queries (pairs of clips) and labels, in one SQLite file.
+"""The run's durable store: clips, queries (pairs of clips) and labels.
 
-SQLite in WAL mode lets the trainer and one or more viewers (separate processes) share the
-file. Every label is committed in its own transaction the moment it is given. Labels are
-append-only: undo appends a retraction that points at the label it takes back.
+Two backends, one schema and one set of SQL: an SQLite file in the run directory (the
+default; WAL mode lets the trainer and one or more viewers, separate processes on one
+machine, share it) or a PostgreSQL server (``store.url``; ``rlhf.store_pg``), for people
+labelling one run from several machines. Every label is committed in its own transaction
+the moment it is given. Labels are append-only: undo appends a retraction that points at
+the label it takes back.
 
 A label's ``choice`` is about the query's own clip order: ``a`` (clip_a is better), ``b``,
 ``equal`` or ``skip``. Where the viewer showed the clips (``shown_swapped``) is recorded
@@ -43,6 +46,7 @@ from rlhf.store_errors import SQLITE_LOCKED as SQLITE_LOCKED
 from rlhf.store_errors import SQLITE_NOTADB as SQLITE_NOTADB
 from rlhf.store_errors import SQLITE_READONLY as SQLITE_READONLY
 from rlhf.store_errors import SQLITE_READONLY_DBMOVED as SQLITE_READONLY_DBMOVED
+from rlhf.store_pg import PgConnection, PgLocation, PgTransaction, is_url
 from rlhf.store_schema import (
     CANDIDATES,
     LIVE_LABELS,
@@ -50,13 +54,16 @@ from rlhf.store_schema import (
     QUERY_ROWS,
     SCHEMA_VERSION,
     STANDING_LABELS,
+    Dialect,
     Label,
     Query,
     StoreCounts,
     create_schema,
     decode_arrays,
     encode_arrays,
+    migrate,
     move_version_marker,
+    pg_stored_version,
     stored_version,
 )
 
@@ -66,24 +73,37 @@ MU = {"a": 1.0, "b": 0.0, "equal": 0.5}
 
 
 class Store(Claims):
-    """One SQLite database per run. Open one Store per process (and per thread).
+    """One run's store: an SQLite file (``location`` a path) or a run's schema on a
+    PostgreSQL server (a ``PgLocation``). Open one Store per process (and per thread).
 
     ``readonly``: for readers (``rlhf status``, a screenshot): never writes, and opens a run
     whose directory or file cannot be written. SQLite's WAL mode needs a ``-shm`` file
     beside the store; where the directory is not writable and there is none, the store is
     opened as immutable (a snapshot: nobody can be writing to it there anyway).
 
-    Every SQLite error becomes a one-line StoreError that says what is wrong (a full disk,
-    a read-only file, a damaged file) and what to do. The viewers' claims on queries are
-    ``Claims``' methods (``rlhf.store_claims``).
+    Every database error becomes a one-line StoreError that says what is wrong (a full
+    disk, a read-only file, a damaged file, an unreachable server) and what to do. The
+    viewers' claims on queries are ``Claims``' methods (``rlhf.store_claims``).
+
+    An older store is brought to the current schema when a writer opens it (an SQLite file
+    is copied beside itself first); a newer one is refused.
     """
 
-    def __init__(self, path: str | Path, create: bool = False, timeout: float = 30.0,
-                 readonly: bool = False):
-        self.path = Path(path)
+    dialect: Dialect = "sqlite"
+
+    def __init__(self, location: str | Path | PgLocation, create: bool = False,
+                 timeout: float = 30.0, readonly: bool = False):
         self.readonly = readonly
         if create and readonly:
             raise ValueError("a read-only Store cannot create the store")
+        if is_url(location):
+            raise StoreError(f"{location}: a PostgreSQL store also needs the run's name "
+                             "(rlhf label URL --run NAME)")
+        if isinstance(location, PgLocation):
+            self._open_pg(location, create, timeout)
+            return
+        self.path: Path | PgLocation = Path(location)
+        self.location: Path | PgLocation = self.path
         if not create and not self.path.exists():
             raise StoreError(f"{self.path}: no store here (is this a run directory?)")
         wal = self.path.with_name(self.path.name + "-wal")
@@ -142,10 +162,9 @@ class Store(Claims):
                 raise StoreError(f"{self.path}: not an rlhf store (no schema version)")
             with self.transaction():
                 create_schema(self.db)
+            self.version = SCHEMA_VERSION
             return
-        if not (isinstance(version, int) and 1 <= version <= SCHEMA_VERSION):
-            raise StoreError(f"{self.path}: store schema version {version!r} is not one this "
-                             f"rlhf understands (<= {SCHEMA_VERSION}); upgrade rlhf to open it")
+        version = self._check_version(version)
         check = self.db.execute("PRAGMA quick_check").fetchone()[0]
         if check != "ok":
             raise StoreError(f"{self.path}: the database is corrupt ({check}); "
@@ -153,6 +172,76 @@ class Store(Claims):
         if old_marker and not self.readonly:  # a reader leaves the old marker as it is
             with self.transaction():
                 move_version_marker(self.db, version)
+        if version < SCHEMA_VERSION and not self.readonly:
+            self._backup(version)
+            with self.transaction():
+                migrate(self.db, "sqlite", version)
+            version = SCHEMA_VERSION
+        self.version = version  # a reader of an older store reads it as it is
+
+    def _check_version(self, version: object) -> int:
+        if not (isinstance(version, int) and 1 <= version <= SCHEMA_VERSION):
+            raise StoreError(f"{self.path}: store schema version {version!r} is not one this "
+                             f"rlhf understands (<= {SCHEMA_VERSION}); upgrade rlhf to open it")
+        return version
+
+    def _backup(self, version: int) -> Path:
+        """A consistent copy of an SQLite store before it is migrated:
+        ``store.sqlite.v1.bak`` beside it (never over an earlier copy)."""
+        assert isinstance(self.path, Path)
+        target = self.path.with_name(f"{self.path.name}.v{version}.bak")
+        n = 1
+        while target.exists():
+            n += 1
+            target = self.path.with_name(f"{self.path.name}.v{version}.{n}.bak")
+        partial = target.with_name(target.name + ".partial")
+        try:
+            copy = sqlite3.connect(partial)
+            with copy:
+                self.db.backup(copy)
+            copy.close()
+            partial.replace(target)
+        except (sqlite3.Error, OSError) as e:
+            partial.unlink(missing_ok=True)
+            raise StoreError(f"{self.path}: could not back it up before upgrading its schema "
+                             f"(v{version} -> v{SCHEMA_VERSION}: {e}); nothing was changed. "
+                             "Free some space or make the directory writable") from None
+        return target
+
+    def _open_pg(self, location: PgLocation, create: bool, timeout: float) -> None:
+        self.dialect = "postgresql"
+        self.path = self.location = location
+        self.db = PgConnection(location, timeout, self.readonly)  # type: ignore[assignment]
+        try:
+            self._pg_check_or_create(location, create)
+        except BaseException:
+            self.db.close()
+            raise
+
+    @_guarded
+    def _pg_check_or_create(self, location: PgLocation, create: bool) -> None:
+        db: PgConnection = self.db  # type: ignore[assignment]
+        if not db.has_schema():
+            if not create:
+                runs = db.runs()
+                raise StoreError(f"{location}: no such run on this server (runs there: "
+                                 f"{', '.join(runs) if runs else 'none'})")
+            with self.transaction():
+                self.db.execute(f'CREATE SCHEMA IF NOT EXISTS "{location.schema}"')
+                if pg_stored_version(db) is None:  # another process may have just made it
+                    create_schema(self.db, "postgresql")
+            self.version = SCHEMA_VERSION
+            return
+        version = pg_stored_version(db)
+        if version is None:
+            raise StoreError(f"{location}: not an rlhf store (its schema has no version)")
+        version = self._check_version(version)
+        if version < SCHEMA_VERSION and not self.readonly:
+            with self.transaction():
+                if pg_stored_version(db) == version:
+                    migrate(self.db, "postgresql", version)
+            version = SCHEMA_VERSION
+        self.version = version
 
     def close(self) -> None:
         self.db.close()
@@ -163,8 +252,16 @@ class Store(Claims):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def transaction(self) -> _Transaction:
-        return _Transaction(self.db, self.path)
+    def transaction(self) -> _Transaction | PgTransaction:
+        if self.dialect == "postgresql":
+            return PgTransaction(self.db)  # type: ignore[arg-type]
+        return _Transaction(self.db, self.path)  # type: ignore[arg-type]
+
+    def _has_table(self, name: str) -> bool:
+        if self.dialect == "postgresql":
+            return self.db.has_table(name)  # type: ignore[attr-defined]
+        return self.db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?",
+                               (name,)).fetchone() is not None
 
     # -- clips ---------------------------------------------------------------------------
 
@@ -181,11 +278,11 @@ class Store(Claims):
             blob = encode_arrays(obs=clip.obs, actions=clip.actions, rewards=clip.rewards,
                                  dones=clip.dones, last_obs=clip.last_obs,
                                  states=clip.states, frames=clip.frames)
-            cur = self.db.execute(
+            (cid,) = self.db.execute(
                 "INSERT INTO clips (env_step, length, true_return, data, created) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (clip.env_step, len(clip), clip.true_return, blob, now))
-            out.append(clip.with_id(cur.lastrowid))
+                "VALUES (?, ?, ?, ?, ?) RETURNING id",
+                (int(clip.env_step), len(clip), float(clip.true_return), blob, now)).fetchone()
+            out.append(clip.with_id(cid))
         return out
 
     @_guarded
@@ -207,8 +304,7 @@ class Store(Claims):
     def candidate_params(self) -> dict[int, dict[str, float | int]]:
         """clip id -> the parameters its behaviour was made with (a tuning run's clips; {}
         for an RL run's store)."""
-        if not self.db.execute("SELECT 1 FROM sqlite_master WHERE type='table' "
-                               "AND name='candidates'").fetchone():
+        if not self._has_table("candidates"):
             return {}
         out = {}
         for cid, text in self.db.execute("SELECT clip_id, params FROM candidates"):
@@ -260,10 +356,10 @@ class Store(Claims):
         out = []
         with self.transaction():
             for a, b in pairs:
-                cur = self.db.execute(
-                    "INSERT INTO queries (clip_a, clip_b, iteration, created) VALUES (?,?,?,?)",
-                    (int(a), int(b), iteration, now))
-                out.append(Query(cur.lastrowid, int(a), int(b), iteration))
+                (qid,) = self.db.execute(
+                    "INSERT INTO queries (clip_a, clip_b, iteration, created) VALUES (?,?,?,?) "
+                    "RETURNING id", (int(a), int(b), int(iteration), now)).fetchone()
+                out.append(Query(qid, int(a), int(b), int(iteration)))
         return out
 
     @_guarded
@@ -301,20 +397,23 @@ class Store(Claims):
 
     @_guarded
     def add_label(self, query_id: int, choice: str, teacher: str,
-                  shown_swapped: bool | None = None, response_time: float | None = None) -> int:
-        """Append one label, committed before this returns. Returns the label's id."""
+                  shown_swapped: bool | None = None, response_time: float | None = None,
+                  annotator: str | None = None) -> int:
+        """Append one label, committed before this returns. Returns the label's id.
+        ``annotator``: who gave it (default: ``teacher``, a simulated teacher's name)."""
         self._check_choice(choice)
         with self.transaction():
             label_id = self._append_label(query_id, choice, teacher, shown_swapped,
-                                          response_time)
+                                          response_time, annotator=annotator)
         assert label_id is not None
         return label_id
 
     @_guarded
-    def retract(self, label_id: int, teacher: str) -> int:
+    def retract(self, label_id: int, teacher: str, annotator: str | None = None) -> int:
         """Take a label back (undo) by appending a retraction; nothing is deleted."""
         with self.transaction():
-            retracted = self._append_retraction(label_id, teacher, live=False)
+            retracted = self._append_retraction(label_id, teacher, live=False,
+                                                annotator=annotator)
             if retracted is None:
                 raise StoreError(f"cannot retract label {label_id}: no such label")
         return retracted[1]
@@ -326,7 +425,7 @@ class Store(Claims):
 
     def _append_label(self, query_id: int, choice: str, teacher: str,
                       shown_swapped: bool | None, response_time: float | None,
-                      only_pending: bool = False) -> int | None:
+                      only_pending: bool = False, annotator: str | None = None) -> int | None:
         """The one way an answer is stored, inside the caller's transaction: the new label's
         id, or None, with ``only_pending``, where a label already stands for the query."""
         row = self.db.execute(f"SELECT {PENDING} FROM queries q WHERE q.id=?",
@@ -336,37 +435,46 @@ class Store(Claims):
         if only_pending and not row[0]:
             return None
         return self._insert(query_id, choice, teacher,
-                            None if shown_swapped is None else int(shown_swapped), response_time)
+                            None if shown_swapped is None else int(shown_swapped), response_time,
+                            annotator=annotator)
 
-    def _append_retraction(self, label_id: int, teacher: str,
-                           live: bool) -> tuple[int, int] | None:
+    def _append_retraction(self, label_id: int, teacher: str, live: bool,
+                           annotator: str | None = None) -> tuple[int, int] | None:
         """The one way a label is taken back, inside the caller's transaction: (its query's
         id, the retraction's id), or None where ``label_id`` is no label (with ``live``: no
         label nobody took back)."""
-        source = f"({LIVE_LABELS})" if live else "labels"
+        source = f"({LIVE_LABELS}) lv" if live else "labels"
         row = self.db.execute(f"SELECT query_id FROM {source} WHERE id=? AND choice != "
                               "'retract'", (label_id,)).fetchone()
         if row is None:
             return None
-        return row[0], self._insert(row[0], "retract", teacher, retracts=label_id)
+        return row[0], self._insert(row[0], "retract", teacher, retracts=label_id,
+                                    annotator=annotator)
 
     def _insert(self, query_id: int, choice: str, teacher: str, shown_swapped: int | None = None,
-                response_time: float | None = None, retracts: int | None = None) -> int:
-        cur = self.db.execute(
+                response_time: float | None = None, retracts: int | None = None,
+                annotator: str | None = None) -> int:
+        (label_id,) = self.db.execute(
             "INSERT INTO labels (query_id, choice, teacher, created, shown_swapped, "
-            "response_time, retracts) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (query_id, choice, teacher, time.time(), shown_swapped, response_time, retracts))
-        assert cur.lastrowid is not None
-        return cur.lastrowid
+            "response_time, retracts, annotator) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            (int(query_id), choice, teacher, time.time(), shown_swapped,
+             None if response_time is None else float(response_time), retracts,
+             teacher if annotator is None else annotator)).fetchone()
+        return int(label_id)
 
     @_guarded
     def labels(self) -> list[Label]:
         """The standing label of every labelled query (latest, not retracted), by label id."""
         rows = self.db.execute(
-            f"SELECT id, query_id, choice, teacher, created, shown_swapped, response_time "
-            f"FROM ({STANDING_LABELS}) ORDER BY id")
-        return [Label(r[0], r[1], r[2], r[3], r[4], None if r[5] is None else bool(r[5]), r[6])
-                for r in rows]
+            f"SELECT id, query_id, choice, teacher, created, shown_swapped, response_time, "
+            f"{self._annotator} FROM ({STANDING_LABELS}) st ORDER BY id")
+        return [Label(r[0], r[1], r[2], r[3], r[4], None if r[5] is None else bool(r[5]), r[6],
+                      r[7]) for r in rows]
+
+    @property
+    def _annotator(self) -> str:
+        """The annotator column, or NULL in an older store read as it is (a reader)."""
+        return "annotator" if self.version >= 2 else "NULL"
 
     @_guarded
     def preferences(self) -> tuple[np.ndarray, np.ndarray]:
@@ -387,8 +495,8 @@ class Store(Claims):
         """What the store holds, read in one statement (one consistent snapshot)."""
         clips, queries, labels, skipped, events = self.db.execute(
             "SELECT (SELECT COUNT(*) FROM clips), (SELECT COUNT(*) FROM queries), "
-            f"(SELECT COUNT(*) FROM ({STANDING_LABELS})), "
-            f"(SELECT COUNT(*) FROM ({STANDING_LABELS}) WHERE choice='skip'), "
+            f"(SELECT COUNT(*) FROM ({STANDING_LABELS}) st), "
+            f"(SELECT COUNT(*) FROM ({STANDING_LABELS}) st WHERE choice='skip'), "
             "(SELECT COUNT(*) FROM labels)").fetchone()
         return StoreCounts(clips=clips, queries=queries, labels=labels, skipped=skipped,
                            pending=queries - labels, label_events=events)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rlhf.store_errors import StoreError, _guarded
+from rlhf.store_pg import PgLocation
 from rlhf.store_schema import PENDING, QUERY_ROWS, Query
 
 if TYPE_CHECKING:
@@ -28,8 +29,8 @@ if TYPE_CHECKING:
 class Claims:
     """The claim methods of ``Store`` (which provides the attributes declared below)."""
 
-    path: Path
-    db: sqlite3.Connection
+    path: Path | PgLocation
+    db: sqlite3.Connection  # or a PgConnection, which has the same execute()
 
     if TYPE_CHECKING:
         def transaction(self) -> _Transaction: ...
@@ -37,9 +38,10 @@ class Claims:
         def _check_choice(self, choice: str) -> None: ...
         def _append_label(self, query_id: int, choice: str, teacher: str,
                           shown_swapped: bool | None, response_time: float | None,
-                          only_pending: bool = False) -> int | None: ...
-        def _append_retraction(self, label_id: int, teacher: str,
-                               live: bool) -> tuple[int, int] | None: ...
+                          only_pending: bool = False,
+                          annotator: str | None = None) -> int | None: ...
+        def _append_retraction(self, label_id: int, teacher: str, live: bool,
+                               annotator: str | None = None) -> tuple[int, int] | None: ...
 
     def _claim(self, query_id: int, viewer: str | None, lease: float = 0.0) -> None:
         """Inside a transaction: ``viewer`` holds ``query_id`` for ``lease`` seconds from
@@ -103,7 +105,8 @@ class Claims:
     @_guarded
     def add_viewer_label(self, query_id: int, choice: str, teacher: str,
                          shown_swapped: bool | None = None,
-                         response_time: float | None = None) -> int | None:
+                         response_time: float | None = None,
+                         annotator: str | None = None) -> int | None:
         """A viewer's answer, committed before this returns; None if not stored because the
         query already has a standing label (another viewer answered it first).
 
@@ -113,18 +116,21 @@ class Claims:
         self._check_choice(choice)
         with self.transaction():
             label_id = self._append_label(query_id, choice, teacher, shown_swapped,
-                                          response_time, only_pending=True)
+                                          response_time, only_pending=True,
+                                          annotator=annotator)
             if label_id is not None:
                 # Answered: the claim has done its job (an undo claims the query again).
                 self._claim(query_id, None)
             return label_id
 
     @_guarded
-    def undo_label(self, label_id: int, teacher: str, viewer: str, lease: float) -> Query:
+    def undo_label(self, label_id: int, teacher: str, viewer: str, lease: float,
+                   annotator: str | None = None) -> Query:
         """Retract a label (appending, deleting nothing) and claim its query for ``viewer``,
         in one transaction, so no other viewer can take the query in between."""
         with self.transaction():
-            retracted = self._append_retraction(label_id, teacher, live=True)
+            retracted = self._append_retraction(label_id, teacher, live=True,
+                                                annotator=annotator)
             if retracted is None:
                 raise StoreError(f"cannot undo label {label_id}: no such standing label")
             query_id, _ = retracted

@@ -95,7 +95,7 @@ def _read_only(path: Path) -> str:
 
 
 class _OnStore(Protocol):
-    path: Path  # the store's file, named in the message
+    path: object  # the store's file (a Path) or PostgreSQL location, named in the message
 
 
 _P = ParamSpec("_P")
@@ -104,8 +104,9 @@ _S = TypeVar("_S", bound=_OnStore)
 
 
 def _guarded(method: Callable[Concatenate[_S, _P], _R]) -> Callable[Concatenate[_S, _P], _R]:
-    """An SQLite error in a store method (damage found on a query, a failing disk) becomes
-    a one-line StoreError, as it would at the open; a misuse of sqlite3 stays a bug."""
+    """A database error in a store method (damage found on a query, a failing disk, a
+    server gone) becomes a one-line StoreError, as it would at the open; a misuse of
+    sqlite3 or psycopg stays a bug."""
 
     @functools.wraps(method)
     def wrapper(self: _S, *args: _P.args, **kwargs: _P.kwargs) -> _R:
@@ -114,7 +115,13 @@ def _guarded(method: Callable[Concatenate[_S, _P], _R]) -> Callable[Concatenate[
         except sqlite3.DatabaseError as e:
             if isinstance(e, sqlite3.ProgrammingError):
                 raise
-            raise StoreError(diagnose(self.path, e, "read")) from None
+            raise StoreError(diagnose(self.path, e, "read")) from None  # type: ignore[arg-type]
+        except Exception as e:
+            from rlhf.store_pg import describe, is_store_error  # imports this module
+
+            if not is_store_error(e):
+                raise
+            raise StoreError(describe(self.path, e, "read")) from None  # type: ignore[arg-type]
 
     return wrapper
 

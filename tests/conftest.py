@@ -80,3 +80,42 @@ def finished_run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("finished") / "run"
     assert main(["train", *FINISHED_RUN, "--run-dir", str(run_dir)]) == 0
     return run_dir
+
+
+# -- the store's two backends ------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def pg_url():
+    """The URL of a PostgreSQL server for the tests: ``RLHF_TEST_PG_URL``, or a throw-away
+    cluster started for this session (tests/pg.py). No server binaries: the test fails and
+    says what to install (``RLHF_TEST_PG=off`` skips the PostgreSQL tests instead)."""
+    if os.environ.get("RLHF_TEST_PG_URL"):
+        yield os.environ["RLHF_TEST_PG_URL"]
+        return
+    if os.environ.get("RLHF_TEST_PG") == "off":
+        pytest.skip("RLHF_TEST_PG=off: the PostgreSQL backend is not tested")
+    from pg import INSTALL, Cluster, server_bin
+
+    if server_bin() is None:
+        pytest.fail(INSTALL)
+    cluster = Cluster()
+    try:
+        yield cluster.url
+    finally:
+        cluster.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_at(request, tmp_path):
+    """Where a test's store lives, on each backend: ``store_at("name")`` is a path in the
+    test's directory (SQLite) or a fresh run on the test server (PostgreSQL)."""
+    import uuid
+
+    from rlhf.store_pg import PgLocation
+
+    if request.param == "sqlite":
+        return lambda name="s": tmp_path / f"{name}.sqlite"
+    url = request.getfixturevalue("pg_url")
+    prefix = uuid.uuid4().hex[:12]
+    return lambda name="s": PgLocation(url, f"t{prefix}-{name}")

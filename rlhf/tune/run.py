@@ -38,7 +38,13 @@ from rlhf.config import (
 from rlhf.config_bounds import validate
 from rlhf.faults import failpoint
 from rlhf.resume import record_components
-from rlhf.rundir import Interrupted, RunDir, RunDirError, sigterm_raises_interrupt
+from rlhf.rundir import (
+    Interrupted,
+    RunDir,
+    RunDirError,
+    reserve_store,
+    sigterm_raises_interrupt,
+)
 from rlhf.seeds import TUNE_PAIRS
 from rlhf.store import Store
 from rlhf.teachers import ScoreFn, SimulatedTeacher, Teacher, load_score_fn, make_teacher
@@ -323,13 +329,15 @@ def run_tune(cfg: Config, *, force: bool = False, resume: bool = False,
             lock = run.lock()
             run.check_store()
         else:
+            reserve_store(cfg)  # a server's store: before anything is written here
             run, lock = RunDir.create(cfg, force=force, say=log)
         log(f"rlhf: run directory {run.path}")
         previous_sigterm = sigterm_raises_interrupt()
         try:
             if resume:
                 save_config(cfg, run.config)  # the overrides it resumed with, for the next
-            with Store(run.store, create=not resume) as store:
+            location = run.store_location(cfg)
+            with Store(location, create=not resume and isinstance(location, Path)) as store:
                 return Tuner(cfg, run, store, parts, log).loop()
         except KeyboardInterrupt:
             raise Interrupted(run.path, checkpointed=False, command="rlhf tune") from None

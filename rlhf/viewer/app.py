@@ -54,16 +54,19 @@ class ViewerApp:
         cfg: the run's config (its ``viewer`` section and ``teacher.instructions`` are used);
             default: the run's own ``config.yaml``.
         teacher: name recorded with each label.
+        annotator: the person labelling, recorded with each label (default: the OS user).
         seed: seeds the left/right assignment (None: fresh entropy).
         log: called with a line for each answer, undo and notable event (e.g. ``print``).
     """
 
     def __init__(self, run_dir: str | Path, cfg: Config | None = None, teacher: str = "human",
-                 seed: int | None = None, log: Callable[[str], None] | None = None):
+                 seed: int | None = None, log: Callable[[str], None] | None = None,
+                 annotator: str | None = None):
         self.run = RunDir.open(run_dir)
         self.cfg = cfg if cfg is not None else self.run.load_config()
         self.vcfg = self.cfg.viewer
         self.teacher = teacher
+        self.annotator = annotator
         self.rng = np.random.default_rng(seed)
         self.log = log or (lambda line: None)
         self.viewer = new_viewer_id()
@@ -112,13 +115,14 @@ class ViewerApp:
         self.hud = Hud(self.layout)
         self.pair_ready_event = pygame.event.custom_type()
         # A screenshot (no background worker) only reads: it works on a read-only run too.
-        self.store = Store(self.run.store, readonly=not background)
+        location = self.run.store_location(self.cfg)
+        self.store = Store(location, readonly=not background)
         self.session = LabelSession(self.store, self.viewer, self.teacher,
-                                    self.vcfg.claim_seconds)
+                                    self.vcfg.claim_seconds, annotator=self.annotator)
         self.running = True
         if background:
             self.preparer = PairPreparer(
-                self.run.store, self.cfg.env, self.viewer, self.layout.frame_box,
+                location, self.cfg.env, self.viewer, self.layout.frame_box,
                 lease=self.vcfg.claim_seconds, poll=self.vcfg.poll_seconds,
                 prefetch=self.vcfg.prefetch, rng=self.rng, notify=self._notify)
             self.preparer.start()

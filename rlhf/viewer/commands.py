@@ -13,7 +13,7 @@ from rlhf.display import headless_sdl
 from rlhf.io import atomic_write_bytes
 from rlhf.outputs import check_output_path
 from rlhf.render import ClipRenderer
-from rlhf.rundir import RunDir
+from rlhf.rundir import RunDir, RunDirError
 from rlhf.store import Store, StoreError
 
 
@@ -33,11 +33,13 @@ def wait_for_run(run_dir: str | Path, poll: float = 0.5,
     said = False
     while True:
         run = RunDir(Path(run_dir))
-        if run.config.is_file() and run.store.is_file():
+        if run.config.is_file():
             try:
-                Store(run.store).close()
-                return
-            except StoreError:  # created but its schema not committed yet
+                location = run.store_location()
+                if not isinstance(location, Path) or location.is_file():
+                    Store(location).close()
+                    return
+            except (StoreError, RunDirError):  # created, not yet committed
                 pass
         if not said:
             say(f"rlhf label: waiting for the run to start in {run_dir}")
@@ -46,14 +48,15 @@ def wait_for_run(run_dir: str | Path, poll: float = 0.5,
 
 
 def label(run_dir: str | Path, overrides: Sequence[str] = (), teacher: str = "human",
-          seed: int | None = None, log: Callable[[str], None] | None = None) -> int:
+          seed: int | None = None, log: Callable[[str], None] | None = None,
+          annotator: str | None = None) -> int:
     """Open the viewer on a run until the person quits; returns labels given (and kept)."""
     import pygame
 
     from rlhf.viewer.app import ViewerApp
 
     app = ViewerApp(run_dir, run_config(run_dir, overrides), teacher=teacher, seed=seed,
-                    log=log)
+                    log=log, annotator=annotator)
     try:
         app.open()
     except pygame.error as e:

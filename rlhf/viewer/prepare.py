@@ -22,6 +22,7 @@ import pygame
 from rlhf.config import EnvConfig
 from rlhf.render import ClipRenderer
 from rlhf.store import Query, Store
+from rlhf.store_pg import PgLocation
 from rlhf.viewer.session import reap_dead_claims
 
 
@@ -108,7 +109,7 @@ class PairPreparer(threading.Thread):
     """Keeps up to ``prefetch`` claimed, rendered pairs ready for the viewer.
 
     Args:
-        store_path: the run's store (opened again in this thread).
+        store_path: where the run's store is (opened again in this thread).
         env_cfg: the run's env config, for the render env.
         viewer: this viewer's id, under which queries are claimed.
         box: (w, h) of a clip panel; frames are scaled to fit it.
@@ -119,7 +120,7 @@ class PairPreparer(threading.Thread):
         notify: called (from this thread) when a pair is ready or an error happened.
     """
 
-    def __init__(self, store_path: Path, env_cfg: EnvConfig, viewer: str,
+    def __init__(self, store_path: Path | PgLocation, env_cfg: EnvConfig, viewer: str,
                  box: tuple[int, int], lease: float, poll: float, prefetch: int,
                  rng: np.random.Generator, notify: Callable[[], None] = lambda: None):
         super().__init__(name="rlhf-pair-preparer", daemon=True)

@@ -78,6 +78,14 @@ class Answer:
     choice: str
 
 
+def default_annotator() -> str:
+    """Who is labelling, where nobody said (``rlhf label --annotator``): the OS user."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a bare container)
+        return "human"
+
+
 class LabelSession:
     """Answers and undo for one viewer, written through to the store at once.
 
@@ -86,10 +94,13 @@ class LabelSession:
         viewer: this viewer's id (claims are held under it).
         teacher: the name recorded with each label.
         lease: seconds a claim lasts without renewal.
+        annotator: the person answering (default: the OS user's name).
     """
 
-    def __init__(self, store: Store, viewer: str, teacher: str = "human", lease: float = 60.0):
+    def __init__(self, store: Store, viewer: str, teacher: str = "human", lease: float = 60.0,
+                 annotator: str | None = None):
         self.store, self.viewer, self.teacher, self.lease = store, viewer, teacher, lease
+        self.annotator = annotator or default_annotator()
         self.history: list[Answer] = []
         self.answered = 0
         """Labels given and still standing this session (undo subtracts)."""
@@ -100,7 +111,8 @@ class LabelSession:
         choice = choice_for(side, swapped)
         label_id = self.store.add_viewer_label(query.id, choice, self.teacher,
                                                shown_swapped=swapped,
-                                               response_time=response_time)
+                                               response_time=response_time,
+                                               annotator=self.annotator)
         if label_id is None:
             return None
         answer = Answer(label_id, query, side, swapped, choice)
@@ -114,7 +126,8 @@ class LabelSession:
         if not self.history:
             return None
         answer = self.history.pop()
-        self.store.undo_label(answer.label_id, self.teacher, self.viewer, self.lease)
+        self.store.undo_label(answer.label_id, self.teacher, self.viewer, self.lease,
+                              annotator=self.annotator)
         self.answered -= 1
         return answer
 
