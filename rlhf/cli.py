@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from rlhf.cli_labels import add_label_commands
 from rlhf.config import Config, ConfigError, load_config
 from rlhf.io import SaveError
 from rlhf.lock import RunLocked
@@ -376,6 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("run_dir")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_status)
+
+    add_label_commands(sub)
 
     e = sub.add_parser("eval", help="true return of a run's saved policy")
     e.add_argument("run_dir")

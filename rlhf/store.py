@@ -54,6 +54,7 @@ from rlhf.store_schema import (
     QUERY_ROWS,
     SCHEMA_VERSION,
     STANDING_LABELS,
+    AnsweredPair,
     Dialect,
     Label,
     Query,
@@ -398,13 +399,14 @@ class Store(Claims):
     @_guarded
     def add_label(self, query_id: int, choice: str, teacher: str,
                   shown_swapped: bool | None = None, response_time: float | None = None,
-                  annotator: str | None = None) -> int:
+                  annotator: str | None = None, created: float | None = None) -> int:
         """Append one label, committed before this returns. Returns the label's id.
-        ``annotator``: who gave it (default: ``teacher``, a simulated teacher's name)."""
+        ``annotator``: who gave it (default: ``teacher``, a simulated teacher's name);
+        ``created``: when (default: now; an import keeps the original time)."""
         self._check_choice(choice)
         with self.transaction():
             label_id = self._append_label(query_id, choice, teacher, shown_swapped,
-                                          response_time, annotator=annotator)
+                                          response_time, annotator=annotator, created=created)
         assert label_id is not None
         return label_id
 
@@ -425,7 +427,8 @@ class Store(Claims):
 
     def _append_label(self, query_id: int, choice: str, teacher: str,
                       shown_swapped: bool | None, response_time: float | None,
-                      only_pending: bool = False, annotator: str | None = None) -> int | None:
+                      only_pending: bool = False, annotator: str | None = None,
+                      created: float | None = None) -> int | None:
         """The one way an answer is stored, inside the caller's transaction: the new label's
         id, or None, with ``only_pending``, where a label already stands for the query."""
         row = self.db.execute(f"SELECT {PENDING} FROM queries q WHERE q.id=?",
@@ -436,7 +439,7 @@ class Store(Claims):
             return None
         return self._insert(query_id, choice, teacher,
                             None if shown_swapped is None else int(shown_swapped), response_time,
-                            annotator=annotator)
+                            annotator=annotator, created=created)
 
     def _append_retraction(self, label_id: int, teacher: str, live: bool,
                            annotator: str | None = None) -> tuple[int, int] | None:
@@ -453,11 +456,12 @@ class Store(Claims):
 
     def _insert(self, query_id: int, choice: str, teacher: str, shown_swapped: int | None = None,
                 response_time: float | None = None, retracts: int | None = None,
-                annotator: str | None = None) -> int:
+                annotator: str | None = None, created: float | None = None) -> int:
         (label_id,) = self.db.execute(
             "INSERT INTO labels (query_id, choice, teacher, created, shown_swapped, "
             "response_time, retracts, annotator) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            (int(query_id), choice, teacher, time.time(), shown_swapped,
+            (int(query_id), choice, teacher, time.time() if created is None else float(created),
+             shown_swapped,
              None if response_time is None else float(response_time), retracts,
              teacher if annotator is None else annotator)).fetchone()
         return int(label_id)
@@ -475,6 +479,19 @@ class Store(Claims):
     def _annotator(self) -> str:
         """The annotator column, or NULL in an older store read as it is (a reader)."""
         return "annotator" if self.version >= 2 else "NULL"
+
+    @_guarded
+    def answered(self) -> list[AnsweredPair]:
+        """Every standing label with its pair and the clips' true returns, by label id."""
+        rows = self.db.execute(
+            f"SELECT e.id, e.query_id, q.clip_a, q.clip_b, e.choice, {self._annotator}, "
+            "e.response_time, e.created, ca.true_return, cb.true_return, e.teacher, "
+            "e.shown_swapped "
+            f"FROM ({STANDING_LABELS}) e JOIN queries q ON q.id = e.query_id "
+            "JOIN clips ca ON ca.id = q.clip_a JOIN clips cb ON cb.id = q.clip_b "
+            "ORDER BY e.id")
+        return [AnsweredPair(*row[:-1], None if row[-1] is None else bool(row[-1]))
+                for row in rows]
 
     @_guarded
     def preferences(self) -> tuple[np.ndarray, np.ndarray]:

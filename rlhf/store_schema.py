@@ -158,6 +158,26 @@ class Label:
 
 
 @dataclass(frozen=True)
+class AnsweredPair:
+    """A standing label with its pair's clips and their true returns (``Store.answered``):
+    what annotator statistics and exports are computed from."""
+
+    label_id: int
+    query_id: int
+    clip_a: int
+    clip_b: int
+    choice: str
+    annotator: str | None
+    response_time: float | None
+    created: float
+    true_a: float
+    """The env's own return of clip_a (a scoring function's, where the run has one)."""
+    true_b: float
+    teacher: str = ""
+    shown_swapped: bool | None = None
+
+
+@dataclass(frozen=True)
 class StoreCounts:
     """``Store.counts()``: what the store holds, from one snapshot of it."""
 
