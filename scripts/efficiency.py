@@ -14,6 +14,8 @@ Experiments (``--experiments``, default all):
   true-reward PPO's return).
 - ``irrational``: HalfCheetah, 700 labels, a B-Pref-style teacher (mistake 0.1, β = 1,
   'equal' below a tenth of the batch's mean clip return, B-Pref's 'equal' teacher).
+- ``noisy``: HalfCheetah, 700 labels, the B-Pref teacher at mistake 0.1, 0.2 and 0.3, each
+  without and with ``reward.robust`` (RIME-style screening).
 - ``queries``: HalfCheetah at 400 labels with random, disagreement and entropy selection.
 - With the tasks ``halfcheetah_sac`` (SAC, PEBBLE-style, 100 labels in 100k steps) and
   ``walker2d_sac`` (200 labels, fixed horizon), ``main`` runs each against SAC on the true
@@ -92,7 +94,11 @@ IRRATIONAL = ("teacher.kind=irrational", "teacher.mistake=0.1", "teacher.beta=1.
               "teacher.equal_threshold=0.1", "teacher.relative_thresholds=true")
 QUERY_LABELS, QUICK_QUERY_LABELS = 400, 30
 STRATEGIES = ("random", "disagreement", "entropy")
-EXPERIMENTS = ("main", "sweep", "irrational", "queries", "sac-sweep", "sac-ablation")
+EXPERIMENTS = ("main", "sweep", "irrational", "noisy", "queries", "sac-sweep", "sac-ablation")
+NOISY_MISTAKES = (0.2, 0.3, 0.1)
+"""``noisy`` (issue 19): the B-Pref teacher at these mistake rates, each without and with
+``reward.robust``; 0.2 and 0.3 first, where the targets are. Without robust at 0.1 it is
+``irrational``'s run."""
 SAC_SWEEP_LABELS, QUICK_SAC_SWEEP_LABELS = (25, 50, 200), (10,)
 SAC_ABLATIONS = {"nopretrain": ["agent.pretrain_steps=0"],
                  "norelabel": ["agent.relabel_buffer=false"]}
@@ -159,6 +165,14 @@ def plan(experiments: list[str], tasks: list[str], seeds: list[int], quick: bool
                         [f"loop.total_labels={n}"]))
         if "irrational" in experiments:
             add(Job("irrational", "halfcheetah", "rlhf", "irrational", seed, list(IRRATIONAL)))
+        if "noisy" in experiments:
+            for m in NOISY_MISTAKES:
+                teacher = [o for o in IRRATIONAL if not o.startswith("teacher.mistake=")]
+                teacher.append(f"teacher.mistake={m}")
+                plain = "irrational" if m == 0.1 else f"mistake{m}"
+                add(Job("noisy", "halfcheetah", "rlhf", plain, seed, list(teacher)))
+                add(Job("noisy", "halfcheetah", "rlhf", f"mistake{m}-robust", seed,
+                        [*teacher, "reward.robust=true"]))
         if "queries" in experiments:
             n = QUICK_QUERY_LABELS if quick else QUERY_LABELS
             for s in STRATEGIES:
