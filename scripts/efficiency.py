@@ -167,8 +167,8 @@ def plan(experiments: list[str], tasks: list[str], seeds: list[int], quick: bool
             add(Job("irrational", "halfcheetah", "rlhf", "irrational", seed, list(IRRATIONAL)))
         if "noisy" in experiments:
             for m in NOISY_MISTAKES:
-                teacher = [o for o in IRRATIONAL if not o.startswith("teacher.mistake=")]
-                teacher.append(f"teacher.mistake={m}")
+                teacher = [f"teacher.mistake={m}" if o.startswith("teacher.mistake=") else o
+                           for o in IRRATIONAL]
                 plain = "irrational" if m == 0.1 else f"mistake{m}"
                 add(Job("noisy", "halfcheetah", "rlhf", plain, seed, list(teacher)))
                 add(Job("noisy", "halfcheetah", "rlhf", f"mistake{m}-robust", seed,
