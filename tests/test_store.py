@@ -322,3 +322,28 @@ def test_sqlite_store_of_version_1_is_backed_up_then_migrated(tmp_path):
     db.close()
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_a_server_restart_loses_no_acknowledged_label_and_the_store_reconnects():
+    """The server killed mid-run: the next write fails with one line (nothing half-written);
+    once the server is back, the same Store carries on and every acknowledged label is
+    there."""
+    from pg import Cluster
+
+    cluster = Cluster()
+    try:
+        store = _store_with_queries(PgLocation(cluster.url, "restart"), n=4)
+        acknowledged = [store.add_label(q, "a", "sim") for q in (1, 2)]
+        cluster.stop("immediate")  # a crash: no clean shutdown
+        with pytest.raises(StoreError, match="lost the connection.*reconnects") as e:
+            store.add_label(3, "b", "sim")
+        assert "\n" not in str(e.value)
+        with pytest.raises(StoreError, match="cannot reach the PostgreSQL server"):
+            store.counts()  # still down: reconnecting fails in one line too
+        cluster.start()
+        assert [lab.id for lab in store.labels()] == acknowledged  # reconnected
+        store.add_label(3, "b", "sim")
+        assert store.counts().labels == 3
+        store.close()
+    finally:
+        cluster.close()
