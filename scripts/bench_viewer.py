@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from rlhf.config import EnvConfig, load_config  # noqa: E402
-from rlhf.rundir import RunDir  # noqa: E402
+from rlhf.rundir import RunDir, reserve_store  # noqa: E402
 from rlhf.store import Store  # noqa: E402
 
 
@@ -59,6 +59,7 @@ def build_run(path: Path, env_id: str = "Pendulum-v1", n_clips: int = 12,
     # The benchmark's own scratch run, labelled by its scripted key presses: start afresh
     # (--force would keep those "person's" labels aside, one copy per benchmark run).
     shutil.rmtree(path, ignore_errors=True)
+    reserve_store(cfg)  # with store.url: the run's tables on the server
     run, lock = RunDir.create(cfg)
     lock.release()
     venv = DummyVecEnv([env_factory(cfg.env)])
@@ -70,7 +71,8 @@ def build_run(path: Path, env_id: str = "Pendulum-v1", n_clips: int = 12,
     while len(collector.pool) < n_clips:
         collector.step(rng.uniform(low, high, size=(1, *low.shape)).astype(np.float32))
     venv.close()
-    with Store(run.store, create=True) as store:
+    location = run.store_location(cfg)
+    with Store(location, create=isinstance(location, Path)) as store:
         ids = [c.id for c in store.add_clips(list(collector.pool)[:n_clips])]
         pairs = [(ids[i % n_clips], ids[(i + 1 + i // n_clips) % n_clips])
                  for i in range(queries)]
@@ -135,12 +137,15 @@ def _person(app, posted: list[float], pairs: int, think: tuple[float, float],
         time.sleep(0.001)
 
 
-def latency_row(env_id: str, pairs: int, think: tuple[float, float]) -> dict:
+def latency_row(env_id: str, pairs: int, think: tuple[float, float],
+                store_url: str | None = None) -> dict:
     from rlhf.viewer.app import ViewerApp
 
+    store = () if store_url is None else (f"store.url={store_url}",
+                                          f"store.run=bench-viewer-{time.time_ns()}")
     with tempfile.TemporaryDirectory() as tmp:
         run = build_run(Path(tmp) / "run", env_id=env_id, clip_length=25, queries=pairs + 2,
-                        n_clips=8)
+                        n_clips=8, overrides=store)
         app = ViewerApp(run.path, seed=0)
         app.open()
         posted: list[float] = []
@@ -160,7 +165,8 @@ def latency_row(env_id: str, pairs: int, think: tuple[float, float]) -> dict:
         finally:
             app.close()
     ms = [1000 * x for x in latencies]
-    return {"bench": "key_to_next_pair", "env": env_id, "pairs": len(ms),
+    return {"bench": "key_to_next_pair", "env": env_id,
+            "store": "sqlite" if store_url is None else "postgresql", "pairs": len(ms),
             "median_ms": round(statistics.median(ms), 1),
             "p95_ms": round(_percentile(ms, 95), 1), "max_ms": round(max(ms), 1),
             "prepare_median_ms": round(1000 * statistics.median(prepare), 1),
@@ -173,7 +179,7 @@ def cmd_latency(args: argparse.Namespace) -> list[dict]:
     ``prepare_median_ms`` is what each pair would cost in the foreground."""
     rows = []
     for env_id in args.latency_envs:
-        rows.append(latency_row(env_id, args.pairs, tuple(args.think)))
+        rows.append(latency_row(env_id, args.pairs, tuple(args.think), args.store_url))
         print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -229,6 +235,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--think", type=float, nargs=2, default=[0.4, 0.8],
                    help="latency: a person's answer time, uniform in [lo, hi] seconds")
     p.add_argument("--latency-envs", nargs="+", default=["Pendulum-v1"])
+    p.add_argument("--store-url", help="latency: the store on this PostgreSQL server "
+                                       "(default: SQLite in the run directory)")
     p.add_argument("--render-envs", nargs="+", default=["Pendulum-v1", "HalfCheetah-v5"])
     p.add_argument("--frames", type=int, default=100, help="render: frames timed per env")
     p.add_argument("--json", help="also write the rows to this file")
