@@ -4,6 +4,8 @@
     rlhf tune CONFIG [--run-dir DIR] [--seed N] [--force] [--no-viewer] [key.path=value ...]
     rlhf tune --resume RUN_DIR [tune.comparisons=N ...]
     rlhf label RUN_DIR [--screenshot out.png] [--name NAME] [--speed X] [key.path=value ...]
+    rlhf label postgresql://HOST/DB --run NAME [--annotator WHO] [--allow-import MODULE]
+    rlhf annotators|export|import ...   (rlhf.cli_labels)
     rlhf status RUN_DIR [--json]
     rlhf eval RUN_DIR [--episodes N] [--video OUT.gif|OUT.mp4 [--video-episodes N] [--force]]
     rlhf check-env ENV_OR_CONFIG [--simulated] [--quick] [key.path=value ...]
@@ -25,7 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from rlhf.cli_labels import add_label_commands
+from rlhf.cli_labels import add_label_commands, store_location
 from rlhf.config import Config, ConfigError, load_config
 from rlhf.io import SaveError
 from rlhf.lock import RunLocked
@@ -33,6 +35,7 @@ from rlhf.render import RenderError
 from rlhf.reward.model import WEIGHTS, RewardModelError
 from rlhf.rundir import OBS_RMS, POLICY, Interrupted, RunDir, RunDirError
 from rlhf.store import Store, StoreError
+from rlhf.store_pg import is_url
 from rlhf.video import VideoError
 from rlhf.viewer import ViewerError
 
@@ -133,8 +136,13 @@ def cmd_label(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.speed is not None:
         overrides.append(f"viewer.speed={args.speed}")
+    if args.run is not None and not is_url(args.run_dir):
+        raise ConfigError("--run names a run on a PostgreSQL server; drop it for a run "
+                          "directory")
+    target = store_location(args.run_dir, args.run) if is_url(args.run_dir) else args.run_dir
     if args.screenshot:
-        found = screenshot(args.run_dir, args.screenshot, overrides, force=args.force)
+        found = screenshot(target, args.screenshot, overrides, force=args.force,
+                           allowed=args.allow_import)
         print(f"rlhf: saved {args.screenshot}"
               + ("" if found else " (no pending pair: it shows the waiting screen)"))
         return 0
@@ -143,8 +151,8 @@ def cmd_label(args: argparse.Namespace) -> int:
     if args.wait:
         wait_for_run(args.run_dir)
     log = print if args.verbose else None
-    given = label(args.run_dir, overrides, teacher=args.name, seed=args.seed, log=log,
-                  annotator=args.annotator)
+    given = label(target, overrides, teacher=args.name, seed=args.seed, log=log,
+                  annotator=args.annotator, allowed=args.allow_import)
     print(f"rlhf: {given} labels given in this session, all saved in {args.run_dir}")
     return 0
 
@@ -364,6 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--force", action="store_true",
                     help="with --screenshot: replace an existing image file")
     lb.add_argument("--name", default="human", help="teacher name stored with each label")
+    lb.add_argument("--run", help="with a PostgreSQL URL for RUN_DIR: the run's name there")
+    lb.add_argument("--allow-import", action="append", default=[], metavar="MODULE",
+                    help="a module a server's run may make this viewer import (its env)")
     lb.add_argument("--annotator", type=_annotator,
                     help="who is labelling, stored with each label (default: your user name)")
     lb.add_argument("--speed", type=float, help="initial playback speed (default 1)")

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rlhf.config import Config, ConfigError, save_config
+from rlhf.config import Config, ConfigError, config_yaml, save_config
 from rlhf.io import atomic_write_text, saving
 from rlhf.lock import LOCK_NAME, TrainerLock
 
@@ -103,10 +103,13 @@ def reserve_store(cfg: Config) -> None:
     location = PgLocation(cfg.store.url, cfg.store.run)
     with Store(location, create=True) as store:
         counts = store.counts()
-    if counts.clips or counts.label_events:  # an empty one is this run's own aborted start
-        raise RunDirError(f"{location} already holds another run's {counts.clips} clips and "
-                          f"{counts.labels} labels; resume that run (rlhf train --resume "
-                          "DIR), or give this one another name: store.run=NAME")
+        if counts.clips or counts.label_events:  # an empty one: this run's aborted start
+            raise RunDirError(f"{location} already holds another run's {counts.clips} clips "
+                              f"and {counts.labels} labels; resume that run (rlhf train "
+                              "--resume DIR), or give this one another name: store.run=NAME")
+        # What a viewer on another machine needs (env, viewer, instructions), from the
+        # store alone: rlhf label URL --run NAME.
+        store.put_meta("config", config_yaml(cfg))
 
 
 def pg_run_name(path: Path) -> str:

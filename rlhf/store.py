@@ -50,6 +50,7 @@ from rlhf.store_pg import PgConnection, PgLocation, PgTransaction, is_url
 from rlhf.store_schema import (
     CANDIDATES,
     LIVE_LABELS,
+    META,
     PENDING,
     QUERY_ROWS,
     SCHEMA_VERSION,
@@ -263,6 +264,24 @@ class Store(Claims):
             return self.db.has_table(name)  # type: ignore[attr-defined]
         return self.db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?",
                                (name,)).fetchone() is not None
+
+    # -- what the run says about itself ---------------------------------------------------
+
+    @_guarded
+    def put_meta(self, key: str, value: str) -> None:
+        """Keep ``value`` under ``key`` (the run's config, for a viewer on another machine
+        that has only the store); replaces an earlier value of that key."""
+        with self.transaction():
+            self.db.execute(META)
+            self.db.execute("DELETE FROM meta WHERE key = ?", (key,))
+            self.db.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    @_guarded
+    def get_meta(self, key: str) -> str | None:
+        if not self._has_table("meta"):
+            return None
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
 
     # -- clips ---------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ import pygame
 from rlhf.config import Config
 from rlhf.rundir import RunDir
 from rlhf.store import Store
+from rlhf.store_pg import PgLocation
 from rlhf.viewer.layout import BACKGROUND, Hud, Layout
 from rlhf.viewer.playback import Playback
 from rlhf.viewer.prepare import PairPreparer, PreparedPair
@@ -59,11 +60,19 @@ class ViewerApp:
         log: called with a line for each answer, undo and notable event (e.g. ``print``).
     """
 
-    def __init__(self, run_dir: str | Path, cfg: Config | None = None, teacher: str = "human",
-                 seed: int | None = None, log: Callable[[str], None] | None = None,
-                 annotator: str | None = None):
-        self.run = RunDir.open(run_dir)
-        self.cfg = cfg if cfg is not None else self.run.load_config()
+    def __init__(self, run_dir: str | Path | PgLocation, cfg: Config | None = None,
+                 teacher: str = "human", seed: int | None = None,
+                 log: Callable[[str], None] | None = None, annotator: str | None = None):
+        if isinstance(run_dir, PgLocation):  # a run on a server, from another machine
+            if cfg is None:
+                raise ValueError("a viewer on a PostgreSQL run needs its config (remote_config)")
+            self.run: RunDir | None = None
+            self.location: Path | PgLocation = run_dir
+            self.cfg = cfg
+        else:
+            self.run = RunDir.open(run_dir)
+            self.cfg = cfg if cfg is not None else self.run.load_config()
+            self.location = self.run.store_location(self.cfg)
         self.vcfg = self.cfg.viewer
         self.teacher = teacher
         self.annotator = annotator
@@ -111,11 +120,11 @@ class ViewerApp:
         pygame.display.init()
         pygame.font.init()
         self.screen = pygame.display.set_mode(self.layout.size)
-        pygame.display.set_caption(f"rlhf label: {self.run.path}")
+        pygame.display.set_caption(f"rlhf label: {self.run.path if self.run else self.location}")
         self.hud = Hud(self.layout)
         self.pair_ready_event = pygame.event.custom_type()
         # A screenshot (no background worker) only reads: it works on a read-only run too.
-        location = self.run.store_location(self.cfg)
+        location = self.location
         self.store = Store(location, readonly=not background)
         self.session = LabelSession(self.store, self.viewer, self.teacher,
                                     self.vcfg.claim_seconds, annotator=self.annotator)
@@ -323,7 +332,8 @@ class ViewerApp:
 
     def _refresh_status(self) -> None:
         counts = self.store.counts()
-        status = self.run.read_status()
+        # A run on a server labelled from elsewhere has no status.json here: counts only.
+        status = self.run.read_status() if self.run is not None else {}
         agent = ""
         if status.get("kind") == "tune":  # a tuning run: comparisons and the best so far
             parts = [f"this session: {self.session.answered}", f"pending: {counts.pending}",

@@ -15,6 +15,7 @@ from rlhf.outputs import check_output_path
 from rlhf.render import ClipRenderer
 from rlhf.rundir import RunDir, RunDirError
 from rlhf.store import Store, StoreError
+from rlhf.store_pg import PgLocation
 
 
 class ViewerError(RuntimeError):
@@ -47,16 +48,21 @@ def wait_for_run(run_dir: str | Path, poll: float = 0.5,
         time.sleep(poll)
 
 
-def label(run_dir: str | Path, overrides: Sequence[str] = (), teacher: str = "human",
-          seed: int | None = None, log: Callable[[str], None] | None = None,
-          annotator: str | None = None) -> int:
-    """Open the viewer on a run until the person quits; returns labels given (and kept)."""
+def label(run_dir: str | Path | PgLocation, overrides: Sequence[str] = (),
+          teacher: str = "human", seed: int | None = None,
+          log: Callable[[str], None] | None = None, annotator: str | None = None,
+          allowed: Sequence[str] = ()) -> int:
+    """Open the viewer on a run (a run directory, or a run on a PostgreSQL server) until
+    the person quits; returns labels given (and kept). ``allowed``: modules a server's run
+    may import (``rlhf.viewer.remote``)."""
     import pygame
 
     from rlhf.viewer.app import ViewerApp
+    from rlhf.viewer.remote import remote_config
 
-    app = ViewerApp(run_dir, run_config(run_dir, overrides), teacher=teacher, seed=seed,
-                    log=log, annotator=annotator)
+    cfg = (remote_config(run_dir, overrides, allowed) if isinstance(run_dir, PgLocation)
+           else run_config(run_dir, overrides))
+    app = ViewerApp(run_dir, cfg, teacher=teacher, seed=seed, log=log, annotator=annotator)
     try:
         app.open()
     except pygame.error as e:
@@ -72,22 +78,26 @@ SCREENSHOT_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tga")
 """What ``pygame.image.save`` writes, chosen by the file name's suffix."""
 
 
-def screenshot(run_dir: str | Path, out: str | Path, overrides: Sequence[str] = (),
-               at: float = 0.5, force: bool = False) -> bool:
+def screenshot(run_dir: str | Path | PgLocation, out: str | Path, overrides: Sequence[str] = (),
+               at: float = 0.5, force: bool = False, allowed: Sequence[str] = ()) -> bool:
     """Draw the first pending pair (its frame at fraction ``at`` of the clip) and the HUD,
     save it as an image at ``out`` (atomically; an existing file only with ``force``, never
     a file of the run directory), and exit. Claims nothing, labels nothing. Returns False
     (after saving the waiting screen) when no pair is pending."""
+    remote = isinstance(run_dir, PgLocation)
     out = check_output_path(out, SCREENSHOT_SUFFIXES, "screenshot", force=force,
-                            protected=[RunDir.open(run_dir).path])
+                            protected=[] if remote else [RunDir.open(run_dir).path])
     # A screenshot needs no window on screen; with no display it could not open one.
     headless_sdl(always=True)
     import pygame
 
     from rlhf.viewer.app import ViewerApp
     from rlhf.viewer.prepare import prepare_pair
+    from rlhf.viewer.remote import remote_config
 
-    app = ViewerApp(run_dir, run_config(run_dir, overrides), seed=0)
+    cfg = (remote_config(run_dir, overrides, allowed) if isinstance(run_dir, PgLocation)
+           else run_config(run_dir, overrides))
+    app = ViewerApp(run_dir, cfg, seed=0)
     app.open(background=False)
     try:
         pending = app.store.pending_queries(limit=1)
