@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from rlhf.cli_labels import add_label_commands, store_location
+from rlhf.cli_labels import add_label_commands
 from rlhf.config import Config, ConfigError, load_config
 from rlhf.io import SaveError
 from rlhf.lock import RunLocked
@@ -35,7 +35,6 @@ from rlhf.render import RenderError
 from rlhf.reward.model import WEIGHTS, RewardModelError
 from rlhf.rundir import OBS_RMS, POLICY, Interrupted, RunDir, RunDirError
 from rlhf.store import Store, StoreError
-from rlhf.store_pg import is_url
 from rlhf.video import VideoError
 from rlhf.viewer import ViewerError
 
@@ -128,41 +127,6 @@ def cmd_tune(args: argparse.Namespace) -> int:
           f"{result.utility_mean:.2f} ± {result.utility_std:.2f}); run directory "
           f"{result.run_dir}")
     return 0
-
-
-def cmd_label(args: argparse.Namespace) -> int:
-    from rlhf.viewer import label, screenshot, wait_for_run
-
-    overrides = list(args.overrides)
-    if args.speed is not None:
-        overrides.append(f"viewer.speed={args.speed}")
-    if args.run is not None and not is_url(args.run_dir):
-        raise ConfigError("--run names a run on a PostgreSQL server; drop it for a run "
-                          "directory")
-    target = store_location(args.run_dir, args.run) if is_url(args.run_dir) else args.run_dir
-    if args.screenshot:
-        found = screenshot(target, args.screenshot, overrides, force=args.force,
-                           allowed=args.allow_import)
-        print(f"rlhf: saved {args.screenshot}"
-              + ("" if found else " (no pending pair: it shows the waiting screen)"))
-        return 0
-    if args.force:
-        raise ConfigError("--force goes with --screenshot OUT (to replace an existing image)")
-    if args.wait:
-        wait_for_run(args.run_dir)
-    log = print if args.verbose else None
-    given = label(target, overrides, teacher=args.name, seed=args.seed, log=log,
-                  annotator=args.annotator, allowed=args.allow_import)
-    print(f"rlhf: {given} labels given in this session, all saved in {args.run_dir}")
-    return 0
-
-
-def _annotator(text: str) -> str:
-    name = text.strip()
-    if not name or len(name) > 64 or not name.isprintable():
-        raise argparse.ArgumentTypeError(f"{text!r}: an annotator is 1-64 printable "
-                                         "characters, e.g. --annotator alice")
-    return name
 
 
 def run_status(run_dir: str | Path) -> dict:
@@ -364,32 +328,12 @@ def build_parser() -> argparse.ArgumentParser:
                          "terminal or machine: rlhf label RUN_DIR)")
     tu.set_defaults(fn=cmd_tune)
 
-    lb = sub.add_parser("label", help="label a run's pairs in the viewer window")
-    lb.add_argument("run_dir")
-    lb.add_argument("overrides", nargs="*", help="key.path=value, e.g. viewer.width=1600")
-    lb.add_argument("--screenshot", metavar="PNG",
-                    help="draw the first pending pair and the HUD to a PNG and exit")
-    lb.add_argument("--force", action="store_true",
-                    help="with --screenshot: replace an existing image file")
-    lb.add_argument("--name", default="human", help="teacher name stored with each label")
-    lb.add_argument("--run", help="with a PostgreSQL URL for RUN_DIR: the run's name there")
-    lb.add_argument("--allow-import", action="append", default=[], metavar="MODULE",
-                    help="a module a server's run may make this viewer import (its env)")
-    lb.add_argument("--annotator", type=_annotator,
-                    help="who is labelling, stored with each label (default: your user name)")
-    lb.add_argument("--speed", type=float, help="initial playback speed (default 1)")
-    lb.add_argument("--seed", type=int, help="seed of the left/right assignment")
-    lb.add_argument("--wait", action="store_true",
-                    help="wait for the run directory to appear (the trainer is starting)")
-    lb.add_argument("--verbose", action="store_true", help="print each answer as it is saved")
-    lb.set_defaults(fn=cmd_label)
+    add_label_commands(sub)  # label, annotators, export, import
 
     s = sub.add_parser("status", help="counts and progress of a run")
     s.add_argument("run_dir")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_status)
-
-    add_label_commands(sub)
 
     e = sub.add_parser("eval", help="true return of a run's saved policy")
     e.add_argument("run_dir")

@@ -13,6 +13,7 @@ import collections
 import contextlib
 import math
 import signal
+import statistics
 import threading
 import time
 from collections.abc import Callable
@@ -357,13 +358,21 @@ class ViewerApp:
             if status.get("finished"):
                 agent += ", finished"
         total = status.get("total_labels", self.cfg.loop.total_labels)
-        parts = [f"this session: {self.session.answered}",
-                 f"pending: {counts.pending}",
+        parts = [self._own_pace(), f"pending: {counts.pending}",
                  f"labels: {counts.labels}/{total}"]
         if agent:
             parts.append(agent)
         self._status_text = "   ·   ".join(parts)
         self._dirty = True
+
+    def _own_pace(self) -> str:
+        """The person's own count and pace this session, for the HUD."""
+        s = self.session
+        who = s.annotator if s.annotator != "human" else "this session"
+        text = f"{who}: {s.answered}"
+        if s.response_times:
+            text += f" ({statistics.median(s.response_times):.1f} s a pair)"
+        return text
 
     def draw(self) -> None:
         screen, hud, layout = self.screen, self.hud, self.layout

@@ -104,6 +104,8 @@ class LabelSession:
         self.history: list[Answer] = []
         self.answered = 0
         """Labels given and still standing this session (undo subtracts)."""
+        self.response_times: list[float] = []
+        """Seconds each answer of this session took (the person's pace)."""
 
     def answer(self, query: Query, side: str, swapped: bool,
                response_time: float | None) -> Answer | None:
@@ -118,6 +120,8 @@ class LabelSession:
         answer = Answer(label_id, query, side, swapped, choice)
         self.history.append(answer)
         self.answered += 1
+        if response_time is not None:
+            self.response_times.append(response_time)
         return answer
 
     def undo(self) -> Answer | None:
