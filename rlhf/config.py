@@ -125,6 +125,11 @@ class RewardConfig:
     """torch.compile the ensemble forward."""
     threads: int = 0
     """torch CPU threads for the reward model; 0 = leave torch's default."""
+    annotator_reliability: bool = False
+    """Weigh each annotator by an estimated reliability: before each fit after the first,
+    every annotator's flip rate is estimated against the model (EM with a prior,
+    ``rlhf.reward.reliability``) and their labels train as soft targets, so one careless
+    person cannot drag the model down."""
     robust: bool = False
     """Defend the fit against wrong answers (RIME-style, Cheng et al. 2024): before each
     fit after the first, a label whose answer the ensemble finds implausible (its

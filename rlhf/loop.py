@@ -273,7 +273,8 @@ class Run:
             train_return=mean_episode_return(self.sb3),
             reward_corr=reward_correlation(self.trainer.model, recent), seconds=seconds,
             fit=stats, relabel_seconds=relabel,
-            policy_disagreement=policy_disagreement(self.trainer.model, recent)), counts)
+            policy_disagreement=policy_disagreement(self.trainer.model, recent)), counts,
+            flip_rates=self.learner.flip_rates)
         self.bar.set_postfix(labels=counts.labels, ret=f"{row['eval_return']:.1f}")
         return row
 

@@ -45,6 +45,9 @@ class PreferenceLearner:
         self.clips: dict[int, Clip] = {}
         self.fitted_labels = 0
         """Trainable labels (not skips) at the last fit."""
+        self.flip_rates: dict[str | None, float] = {}
+        """Each annotator's estimated flip rate at the last fit (with
+        ``reward.annotator_reliability``)."""
         self.last_fit: FitStats | None = None
 
     def ask(self, pool: Sequence[Clip], n: int, iteration: int) -> list[tuple[int, Clip]]:
@@ -106,11 +109,13 @@ class PreferenceLearner:
         With ``reward.normalize`` the output is renormalised over ``recent`` (the agent's
         latest clips; default: every stored clip), so the agent's reward keeps unit scale.
         """
-        pair_ids, mu = self.store.preferences()
+        pair_ids, mu, who = self.store.preferences_by()
         if len(mu) == 0:
             return None
         self.load_clips(pair_ids)
         self.trainer.sync(pair_ids, mu, self.clips)
+        if self.trainer.cfg.annotator_reliability:
+            self.flip_rates = self.trainer.estimate_label_noise(who)
         if self.trainer.cfg.pseudo_ratio:
             self.trainer.set_unlabelled(list(recent) or list(self.clips.values()))
         stats = self.trainer.fit()

@@ -11,6 +11,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from rlhf.annotators import UNKNOWN
 from rlhf.reward.trainer import FitStats
 from rlhf.rundir import RunDir
 from rlhf.store import StoreCounts
@@ -73,6 +74,9 @@ class RunStatus:
     total_labels: int
     reward_model_distrusted: int | None = None
     """Labels the last fit left out or flipped (``reward.robust``; None: not screened)."""
+    annotator_flip_rates: dict[str, float] | None = None
+    """Each annotator's estimated flip rate at the last fit (``reward.annotator_reliability``;
+    None: not estimated)."""
     finished: bool = False
     waiting_for_labels: int | None = None
     """Labels a synchronous or first fit waits for (a person is needed), else absent."""
@@ -101,7 +105,8 @@ class Progress:
         self.rows = [m for m in self.run.read_metrics()
                      if upto is None or int(m["iteration"]) <= upto]
 
-    def record(self, rec: IterationRecord, counts: StoreCounts) -> dict[str, Any]:
+    def record(self, rec: IterationRecord, counts: StoreCounts,
+               flip_rates: dict[str | None, float] | None = None) -> dict[str, Any]:
         row = rec.row()
         self.rows.append(row)
         self.run.write_metrics(self.rows)
@@ -115,7 +120,10 @@ class Progress:
             reward_model_train_accuracy=None if fit is None else fit.train_accuracy,
             reward_corr=rec.reward_corr,
             reward_model_distrusted=None if fit is None or not self.robust
-            else fit.distrusted + fit.flipped, **self.totals).as_dict())
+            else fit.distrusted + fit.flipped,
+            annotator_flip_rates={str(k) if k is not None else UNKNOWN: round(v, 4)
+                                  for k, v in flip_rates.items()} if flip_rates else None,
+            **self.totals).as_dict())
         for key, value in row.items():
             if isinstance(value, (int, float)) and not math.isnan(value):
                 self.logger.record(f"rlhf/{key}", value)

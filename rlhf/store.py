@@ -519,12 +519,19 @@ class Store(Claims):
         Skips are left out; ties give 0.5. Ordered by label id, so the order is stable as
         labels arrive.
         """
-        rows = self.db.execute(
-            f"SELECT q.clip_a, q.clip_b, e.choice FROM ({STANDING_LABELS}) e "
-            "JOIN queries q ON q.id = e.query_id WHERE e.choice != 'skip' ORDER BY e.id").fetchall()
-        pairs = np.array([(a, b) for a, b, _ in rows], dtype=np.int64).reshape(-1, 2)
-        mu = np.array([MU[c] for _, _, c in rows], dtype=np.float32)
+        pairs, mu, _ = self.preferences_by()
         return pairs, mu
+
+    @_guarded
+    def preferences_by(self) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
+        """``preferences()`` and who gave each label (N,), read in one statement."""
+        rows = self.db.execute(
+            f"SELECT q.clip_a, q.clip_b, e.choice, {self._annotator} FROM "
+            f"({STANDING_LABELS}) e JOIN queries q ON q.id = e.query_id "
+            "WHERE e.choice != 'skip' ORDER BY e.id").fetchall()
+        pairs = np.array([(r[0], r[1]) for r in rows], dtype=np.int64).reshape(-1, 2)
+        mu = np.array([MU[r[2]] for r in rows], dtype=np.float32)
+        return pairs, mu, [r[3] for r in rows]
 
     @_guarded
     def counts(self) -> StoreCounts:

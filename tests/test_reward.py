@@ -275,3 +275,60 @@ def test_pseudo_labels_come_only_from_confident_answers():
         return tr.model.net.weights[0].detach().clone()
 
     assert torch.equal(weights(2), weights(2)) and not torch.equal(weights(2), weights(0))
+
+
+def fit_two_annotators(reliability: bool, seed: int = 0, fits: int = 6):
+    """The toy task from 400 answers: half from a careful annotator, half from one who
+    flips 40% of theirs. (trainer, flip rates of the last estimate, annotators)."""
+    rng = np.random.default_rng(seed)
+    clips = toy_clips(200, rng)
+    teacher = SimulatedTeacher()
+    pairs = rng.integers(0, 200, (400, 2))
+    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+    mu = np.array([{"a": 1.0, "b": 0.0}[teacher.answer(clips[a], clips[b])] for a, b in pairs],
+                  dtype=np.float32)
+    who = ["careful" if i % 2 == 0 else "careless" for i in range(len(mu))]
+    wrong = (np.arange(len(mu)) % 2 == 1) & (rng.random(len(mu)) < 0.4)
+    mu[wrong] = 1 - mu[wrong]
+    cfg = RewardConfig(ensemble=3, hidden=[32, 32], device="cpu", precision="fp32",
+                       annotator_reliability=reliability)
+    model = RewardModel(FeatureSpec.from_spaces(OBS, ACT), 3, cfg.hidden, seed=seed)
+    trainer = RewardTrainer(model, cfg, clip_length=10, seed=seed)
+    trainer.sync(pairs, mu, {c.id: c for c in clips})
+    rates: dict = {}
+    for _ in range(fits):
+        if reliability:
+            rates = trainer.estimate_label_noise(who)
+        trainer.fit()
+    return trainer, rates
+
+
+def test_annotator_reliability_singles_out_the_careless_one():
+    """The careless annotator's flip rate stands out on every seed. What it buys the model
+    on this toy is small (seeds 0-3: mean held-out Spearman 0.954 plain, 0.956 weighted;
+    seed 1 worse): the ensemble already averages 20% overall noise away here, so only "not
+    worse" is asserted."""
+    held_out = toy_clips(100, np.random.default_rng(99))
+    true = np.array([c.true_return for c in held_out])
+    gains = []
+    for seed in (0, 1):
+        plain, _ = fit_two_annotators(reliability=False, seed=seed)
+        weighted, rates = fit_two_annotators(reliability=True, seed=seed)
+        assert rates["careless"] > 0.2 and rates["careful"] < 0.03, rates
+        gains.append(spearman(weighted.clip_member_returns(held_out).mean(0), true)
+                     - spearman(plain.clip_member_returns(held_out).mean(0), true))
+    assert np.mean(gains) > -0.01, gains
+    _, rates_again = fit_two_annotators(reliability=True, seed=1)  # deterministic
+    assert rates_again == rates
+
+
+def test_flip_rate_estimates_follow_the_answers_and_the_prior():
+    from rlhf.reward.reliability import PRIOR, flip_rates, soft_targets
+
+    sigma = np.array([0.9] * 50 + [0.1] * 50 + [0.9] * 2)  # P(answer as given)
+    who = ["a"] * 50 + ["b"] * 50 + ["new"] * 2
+    rates = flip_rates(sigma, who, np.ones(len(who), bool))
+    assert rates["a"] < 0.05 and rates["b"] > 0.4  # b mostly answers against the model
+    assert abs(rates["new"] - PRIOR[0] / sum(PRIOR)) < 0.05  # two labels: near the prior
+    np.testing.assert_allclose(soft_targets(np.array([1.0, 0.0, 0.5]), np.full(3, 0.2)),
+                               [0.8, 0.2, 0.5])

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -44,6 +45,7 @@ from rlhf.reward.device import pick_device, use_bf16
 from rlhf.reward.inference import clip_member_returns, update_output_stats
 from rlhf.reward.model import RewardModel
 from rlhf.reward.network import EnsembleMLP
+from rlhf.reward.reliability import flip_rates
 
 CPU_ACTIVATION_BUDGET = 16 * 2**20
 """Bytes of one hidden layer's activations (members x rows x width, in the compute dtype)
@@ -106,6 +108,9 @@ class RewardTrainer:
         self.distrusted = np.zeros(0, dtype=bool)
         """(N,) labels (in ``data`` order) the last fit left out."""
         self.flipped = np.zeros(0, dtype=bool)
+        self.label_noise: np.ndarray | None = None
+        """(N,) each synced label's annotator's flip rate, softening its target in the next
+        fits (``estimate_label_noise``); None: every label as given."""
         """(N,) labels the last fit trained on flipped."""
 
     # -- data ----------------------------------------------------------------------------
@@ -181,6 +186,19 @@ class RewardTrainer:
 
     # -- fitting -------------------------------------------------------------------------
 
+    def estimate_label_noise(self, annotators: Sequence[str | None]) -> dict[str | None, float]:
+        """Each annotator's flip rate against the current model (``rlhf.reward.reliability``),
+        and the next fits' per-label noise from it; {} (and no noise) before the first fit.
+        ``annotators``: (N,) who gave each synced label, in the synced order."""
+        if not bool(self.model.fitted) or len(annotators) != len(self.data):
+            self.label_noise = None
+            return {}
+        mu = self.data.mu.view().cpu().numpy()
+        prob = np.exp(-self.label_divergence().cpu().numpy())
+        rates = flip_rates(prob, annotators, mu != 0.5)
+        self.label_noise = np.array([rates[a] for a in annotators], dtype=np.float32)
+        return rates
+
     def fit(self, steps: int | None = None) -> FitStats:
         """Gradient steps on all labels so far; adapts the L2 coefficient afterwards."""
         t0 = time.perf_counter()
@@ -201,6 +219,9 @@ class RewardTrainer:
             mu = torch.where(flip, 1 - mu, mu)
             train_idx, val_idx = train_idx[keep[train_idx]], val_idx[keep[val_idx]]
             self.distrusted, self.flipped = (~keep).cpu().numpy(), flip.cpu().numpy()
+        if self.label_noise is not None and len(self.label_noise) == n_all:
+            noise = torch.as_tensor(self.label_noise, dtype=mu.dtype, device=mu.device)
+            mu = (1 - noise) * mu + noise * (1 - mu)  # reliability.soft_targets, on device
         n_train = len(train_idx)
         if n_train == 0:
             raise ValueError("no labels to fit the reward model on")
