@@ -151,15 +151,21 @@ def test_discrete_actions_are_one_hot():
     assert f.shape == (5, 7) and f[0, 2:].tolist() == [0, 1, 0, 0, 1]
 
 
-def fit_noisy(robust: bool, seed: int = 0, flip: float = 0.3, fits: int = 6):
-    """The toy task from 400 answers of which ``flip`` were flipped: (trainer, wrong (N,))."""
+def toy_answers(seed: int, n: int = 400):
+    """(rng, 200 toy clips, pairs (N, 2), the true reward's answers mu (N,))."""
     rng = np.random.default_rng(seed)
     clips = toy_clips(200, rng)
     teacher = SimulatedTeacher()
-    pairs = rng.integers(0, 200, (400, 2))
+    pairs = rng.integers(0, 200, (n, 2))
     pairs = pairs[pairs[:, 0] != pairs[:, 1]]
     mu = np.array([{"a": 1.0, "b": 0.0}[teacher.answer(clips[a], clips[b])] for a, b in pairs],
                   dtype=np.float32)
+    return rng, clips, pairs, mu
+
+
+def fit_noisy(robust: bool, seed: int = 0, flip: float = 0.3, fits: int = 6):
+    """The toy task from 400 answers of which ``flip`` were flipped: (trainer, wrong (N,))."""
+    rng, clips, pairs, mu = toy_answers(seed)
     wrong = rng.random(len(mu)) < flip
     mu[wrong] = 1 - mu[wrong]
     cfg = RewardConfig(ensemble=3, hidden=[32, 32], device="cpu", precision="fp32",
@@ -280,13 +286,7 @@ def test_pseudo_labels_come_only_from_confident_answers():
 def fit_two_annotators(reliability: bool, seed: int = 0, fits: int = 6):
     """The toy task from 400 answers: half from a careful annotator, half from one who
     flips 40% of theirs. (trainer, flip rates of the last estimate, annotators)."""
-    rng = np.random.default_rng(seed)
-    clips = toy_clips(200, rng)
-    teacher = SimulatedTeacher()
-    pairs = rng.integers(0, 200, (400, 2))
-    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
-    mu = np.array([{"a": 1.0, "b": 0.0}[teacher.answer(clips[a], clips[b])] for a, b in pairs],
-                  dtype=np.float32)
+    rng, clips, pairs, mu = toy_answers(seed)
     who = ["careful" if i % 2 == 0 else "careless" for i in range(len(mu))]
     wrong = (np.arange(len(mu)) % 2 == 1) & (rng.random(len(mu)) < 0.4)
     mu[wrong] = 1 - mu[wrong]
