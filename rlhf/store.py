@@ -46,6 +46,7 @@ from rlhf.store_errors import SQLITE_LOCKED as SQLITE_LOCKED
 from rlhf.store_errors import SQLITE_NOTADB as SQLITE_NOTADB
 from rlhf.store_errors import SQLITE_READONLY as SQLITE_READONLY
 from rlhf.store_errors import SQLITE_READONLY_DBMOVED as SQLITE_READONLY_DBMOVED
+from rlhf.store_errors import StoreUnavailable as StoreUnavailable
 from rlhf.store_pg import PgConnection, PgLocation, PgTransaction, is_url
 from rlhf.store_schema import (
     CANDIDATES,

@@ -21,6 +21,11 @@ class StoreError(RuntimeError):
     """The store cannot be opened or used as asked; the message says why and what to do."""
 
 
+class StoreUnavailable(StoreError):
+    """The store's server cannot be reached now (stopped, restarting, the network): nothing
+    was changed, and the same call may work once it is back."""
+
+
 # SQLite's primary result codes (an error's extended code & 0xFF).
 SQLITE_ERROR, SQLITE_BUSY, SQLITE_LOCKED, SQLITE_READONLY, SQLITE_IOERR = 1, 5, 6, 8, 10
 SQLITE_CORRUPT, SQLITE_FULL, SQLITE_CANTOPEN, SQLITE_NOTADB = 11, 13, 14, 26
@@ -117,11 +122,11 @@ def _guarded(method: Callable[Concatenate[_S, _P], _R]) -> Callable[Concatenate[
                 raise
             raise StoreError(diagnose(self.path, e, "read")) from None  # type: ignore[arg-type]
         except Exception as e:
-            from rlhf.store_pg import describe, is_store_error  # imports this module
+            from rlhf.store_pg import is_store_error, store_error  # imports this module
 
             if not is_store_error(e):
                 raise
-            raise StoreError(describe(self.path, e, "read")) from None  # type: ignore[arg-type]
+            raise store_error(self.path, e, "read") from None  # type: ignore[arg-type]
 
     return wrapper
 

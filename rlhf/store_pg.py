@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from rlhf.store_errors import StoreError
+from rlhf.store_errors import StoreError, StoreUnavailable
 
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,49}")
 SCHEMES = ("postgresql", "postgres")
@@ -128,6 +128,14 @@ def describe(location: PgLocation, e: BaseException,
     return f"{location}: the store failed ({detail}); {kept}"
 
 
+def store_error(location: PgLocation, e: BaseException,
+                doing: Literal["open", "read", "write"]) -> StoreError:
+    """``describe``'s line as the error to raise: ``StoreUnavailable`` when the server cannot
+    be reached (worth trying again later), else a ``StoreError``."""
+    unreachable = isinstance(e, sys.modules["psycopg"].OperationalError)
+    return (StoreUnavailable if unreachable else StoreError)(describe(location, e, doing))
+
+
 def is_store_error(e: BaseException) -> bool:
     """Whether ``e`` is a psycopg error about the server or its data (not a misuse of
     psycopg, which stays a bug)."""
@@ -159,7 +167,7 @@ class PgConnection:
                                    connect_timeout=max(1, int(min(self.timeout, 10))),
                                    application_name="rlhf")
         except psycopg.Error as e:
-            raise StoreError(describe(self.location, e, "open")) from None
+            raise store_error(self.location, e, "open") from None
         # A lock wait longer than the timeout is an error, as SQLite's busy timeout is.
         conn.execute(f"SET lock_timeout = {int(self.timeout * 1000)}")
         conn.execute(f'SET search_path TO "{self.location.schema}"')
@@ -173,7 +181,16 @@ class PgConnection:
         return self.conn
 
     def execute(self, sql: str, params: tuple | list = ()) -> Any:
-        return self._live().execute(_to_pg(sql), tuple(params))
+        conn = self._live()
+        try:
+            return conn.execute(_to_pg(sql), tuple(params))
+        except sys.modules["psycopg"].OperationalError:
+            if self.in_transaction:
+                raise  # the transaction is lost: its caller says so, nothing half-written
+            # A statement of its own (a read: every write is in a transaction): the server
+            # dropped this connection, perhaps restarted since; try once on a new one.
+            self.close()
+            return self._live().execute(_to_pg(sql), tuple(params))
 
     def executemany(self, sql: str, rows: list[tuple]) -> None:
         with self._live().cursor() as cur:
@@ -217,7 +234,7 @@ class PgTransaction:
         except Exception as e:
             self._end(type(e), e, None)
             if is_store_error(e):
-                raise StoreError(describe(self.db.location, e, "write")) from None
+                raise store_error(self.db.location, e, "write") from None
             raise
 
     def _end(self, exc_type: Any, exc: Any, tb: Any) -> None:
@@ -231,7 +248,7 @@ class PgTransaction:
             self._end(exc_type, exc, tb)
         except Exception as e:
             if is_store_error(e):
-                raise StoreError(describe(self.db.location, e, "write")) from None
+                raise store_error(self.db.location, e, "write") from None
             raise
         if exc is not None and is_store_error(exc):
-            raise StoreError(describe(self.db.location, exc, "write")) from None
+            raise store_error(self.db.location, exc, "write") from None

@@ -96,3 +96,40 @@ def test_a_run_naming_untrusted_code_is_refused_unless_allowed(pg_url, tmp_path)
                                 "PYTHONPATH": str(ROOT)}, timeout=120)
     assert shown.returncode == 2 and "evil_module" in shown.stderr
     assert len(shown.stderr.strip().splitlines()) == 1
+
+
+def test_the_viewer_rides_out_a_server_restart(tmp_path):
+    """The server crashes while a pair is on screen: the answer is not saved and the window
+    says so; once the server is back, the same viewer saves the next answer."""
+    import pygame
+    from bench_viewer import build_run
+    from pg import Cluster
+
+    from rlhf.viewer.app import ViewerApp
+
+    def left() -> None:
+        pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=pygame.K_LEFT, mod=0,
+                                             unicode="", scancode=0))
+
+    cluster = Cluster()
+    try:
+        run = build_run(tmp_path / "run", queries=6, n_clips=8,
+                        overrides=(f"store.url={cluster.url}", "store.run=restart"))
+        app = ViewerApp(run.path, seed=0, annotator="me")
+        app.open()
+        try:
+            assert app.run_until(lambda: app.current is not None, 30)
+            cluster.stop("immediate")
+            left()
+            app.run_until(lambda: False, 2.0)
+            assert app.running and app.session.answered == 0
+            assert "cannot be reached" in app.message or "Not saved" in app.message
+            cluster.start()
+            left()
+            assert app.run_until(lambda: app.session.answered == 1, 20), app.message
+        finally:
+            app.close()
+        with Store(PgLocation(cluster.url, "restart"), readonly=True) as store:
+            assert [lab.annotator for lab in store.labels()] == ["me"]
+    finally:
+        cluster.close()

@@ -24,7 +24,7 @@ import pygame
 
 from rlhf.config import Config
 from rlhf.rundir import RunDir
-from rlhf.store import Store
+from rlhf.store import Store, StoreUnavailable
 from rlhf.store_pg import PgLocation
 from rlhf.viewer.layout import BACKGROUND, Hud, Layout
 from rlhf.viewer.playback import Playback
@@ -222,12 +222,17 @@ class ViewerApp:
         return events + pygame.event.get()
 
     def _periodic(self, now: float) -> None:
-        if now >= self._next_heartbeat:
-            self.session.heartbeat()
-            self._next_heartbeat = now + self.vcfg.claim_seconds / 3
-        if now >= self._next_status:
-            self._refresh_status()
-            self._next_status = now + self.vcfg.poll_seconds
+        try:
+            if now >= self._next_heartbeat:
+                self.session.heartbeat()
+                self._next_heartbeat = now + self.vcfg.claim_seconds / 3
+            if now >= self._next_status:
+                self._refresh_status()
+                self._next_status = now + self.vcfg.poll_seconds
+        except StoreUnavailable as e:  # a server restarting: keep the window, try again
+            self.message = "The store cannot be reached; trying again (your answers are saved)."
+            self.log(f"store unavailable: {e}")
+            self._next_heartbeat = self._next_status = now + self.vcfg.poll_seconds
 
     def _show_next(self) -> bool:
         pair = None
@@ -294,7 +299,14 @@ class ViewerApp:
             self.message = "Please watch both clips to the end first."
             return
         rt = None if self.shown_at is None else time.monotonic() - self.shown_at
-        answer = self.session.answer(pair.query, side, pair.swapped, rt)
+        try:
+            answer = self.session.answer(pair.query, side, pair.swapped, rt)
+        except StoreUnavailable as e:
+            # Not saved (the server is gone for now): the pair stays on screen, the person
+            # can answer again once the store is back; nothing earlier is lost.
+            self.message = "Not saved, the store cannot take it now; answer again in a moment."
+            self.log(f"query {pair.query.id}: not saved: {e}")
+            return
         if self.preparer is not None:
             self.preparer.drop(pair.query.id)
         self.current = self.playback = None

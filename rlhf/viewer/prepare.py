@@ -21,7 +21,7 @@ import pygame
 
 from rlhf.config import EnvConfig
 from rlhf.render import ClipRenderer
-from rlhf.store import Query, Store
+from rlhf.store import Query, Store, StoreUnavailable
 from rlhf.store_pg import PgLocation
 from rlhf.viewer.session import reap_dead_claims
 
@@ -186,7 +186,12 @@ class PairPreparer(threading.Thread):
             renderer = ClipRenderer(self.env_cfg)
             cache = SurfaceCache()
             while not self._stopping.is_set():
-                job = self._next_job(store)
+                try:
+                    job = self._next_job(store)
+                except StoreUnavailable:  # a server restarting: look again after a while
+                    self._wake.wait(self.poll)
+                    self._wake.clear()
+                    continue
                 if job is None:
                     # Nothing to do: sleep until the viewer takes a pair, asks for one, or
                     # the poll interval passes; never spin.
@@ -197,6 +202,10 @@ class PairPreparer(threading.Thread):
                 self.busy = True
                 try:
                     pair = prepare_pair(store, renderer, query, swapped, self.box, cache)
+                except StoreUnavailable:  # its clips come once the server is back: this
+                    self._requests.put((query, swapped))  # pair first, then
+                    self._wake.wait(self.poll)
+                    continue
                 finally:
                     self.busy = False
                 (self._priority if requested else self._ready).put(pair)
