@@ -98,6 +98,27 @@ def test_a_run_naming_untrusted_code_is_refused_unless_allowed(pg_url, tmp_path)
     assert len(shown.stderr.strip().splitlines()) == 1
 
 
+
+def test_namespaced_ids_count_as_imports_and_a_missing_env_is_named(pg_url):
+    from rlhf.config import config_yaml, load_config
+    from rlhf.errors import ConfigError
+    from rlhf.viewer import ViewerError
+    from rlhf.viewer.remote import remote_config, requested_imports
+
+    # 'pkg/Id-v0' makes gymnasium's resolution import 'pkg': it is asked for like any other.
+    cfg = load_config(ROOT / "configs" / "smoke.yaml")
+    cfg.env.id = "sneaky_pkg/Arm-v0"
+    assert requested_imports(cfg.env) == ["sneaky_pkg"]
+    location = PgLocation(pg_url, f"ns-{time.time_ns()}")
+    with Store(location, create=True) as store:
+        store.put_meta("config", config_yaml(cfg))
+    with pytest.raises(ViewerError, match="import sneaky_pkg"):
+        remote_config(location)
+    # Allowed but not installed here: one line that says to install it, before any pair.
+    with pytest.raises(ConfigError, match="cannot make the run's env.*install the run's env"):
+        remote_config(location, allowed=["sneaky_pkg"])
+
+
 def test_the_viewer_rides_out_a_server_restart(tmp_path):
     """The server crashes while a pair is on screen: the answer is not saved and the window
     says so; once the server is back, the same viewer saves the next answer."""

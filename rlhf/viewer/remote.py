@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from rlhf.config import Config, EnvConfig, load_config
+from rlhf.config import Config, ConfigError, EnvConfig, load_config
 from rlhf.store import Store, StoreError
 from rlhf.store_pg import PgLocation
 
@@ -24,10 +24,13 @@ examples, and gymnasium's own envs."""
 
 
 def requested_imports(env: EnvConfig) -> list[str]:
-    """The modules making ``env`` would import (``env.imports``, and ``env.id``'s module)."""
+    """The modules making ``env`` would import: ``env.imports``, ``env.id``'s module
+    (``module:Class``), or its namespace (``pkg/Id-v0`` imports ``pkg`` to register it)."""
     asked = list(env.imports)
     if ":" in env.id:
         asked.append(env.id.split(":", 1)[0])
+    elif "/" in env.id:
+        asked.append(env.id.split("/", 1)[0])
     return asked
 
 
@@ -61,4 +64,13 @@ def remote_config(location: PgLocation, overrides: Sequence[str] = (),
             f"{location} asks this viewer to import {', '.join(refused)} (env.id / "
             "env.imports): code anyone who can write to the store could have chosen. If you "
             f"trust it, add --allow-import {refused[0]}")
+    # The env is made on this machine: say now, not at the first pair, if it cannot be.
+    from rlhf.environment import import_modules, resolve_env_id
+
+    try:
+        import_modules(cfg.env.imports)
+        resolve_env_id(cfg.env.id)
+    except ConfigError as e:
+        raise ConfigError(f"{location}: this machine cannot make the run's env ({e}); "
+                          "install the run's env package here") from None
     return cfg
