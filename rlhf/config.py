@@ -167,8 +167,13 @@ class RewardConfig:
 @dataclass
 class TeacherConfig:
     kind: str = "oracle"
-    """'oracle' or 'irrational' (simulated, B-Pref: the settings below), 'human' (a person in
-    the viewer), or 'module:attr' naming your own (``rlhf.teachers.TeacherFactory``)."""
+    """'oracle' or 'irrational' (simulated, B-Pref: the settings below), 'crowd' (several
+    simulated annotators, ``crowd_mistakes``), 'human' (a person in the viewer), or
+    'module:attr' naming your own (``rlhf.teachers.TeacherFactory``)."""
+    crowd_mistakes: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0, 0.4])
+    """``kind: crowd``: one simulated annotator per entry (``sim-0``, ``sim-1``, ...), each
+    flipping this fraction of their answers; each query goes to one of them at random.
+    The other settings (beta, thresholds) are shared."""
     beta: float = math.inf
     """Boltzmann rationality: P(prefer a) = sigmoid(beta * (R_a - R_b)); inf = deterministic."""
     gamma: float = 1.0

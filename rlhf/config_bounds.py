@@ -114,6 +114,7 @@ BOUNDS: dict[str, Bound] = {
     "teacher.beta": Bound(0, math.inf, low_open=True, why="inf = perfectly rational"),
     "teacher.gamma": _fraction(low_open=True),
     "teacher.mistake": _fraction(),
+    "teacher.crowd_mistakes": _fraction(),
     # Returns (or, relative, fractions of the mean return): finite, and past 1e12 no env's
     # clip returns are on the scale of the threshold.
     "teacher.skip_threshold": Bound(-1e12, 1e12),
@@ -147,7 +148,8 @@ BOUNDS: dict[str, Bound] = {
 """Every numeric config value's range, by dotted path (a list's bound is its items'): a
 field missing here fails every ``validate``, so a new one cannot go unbounded."""
 LENGTHS: dict[str, tuple[int, int]] = {"reward.hidden": (1, MAX_LAYERS),
-                                       "reward.robust_slack": (2, 2)}
+                                       "reward.robust_slack": (2, 2),
+                                       "teacher.crowd_mistakes": (1, 100)}
 """Lengths of numeric list values; a list missing here may have any length."""
 
 

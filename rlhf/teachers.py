@@ -106,6 +106,44 @@ class SimulatedTeacher:
                             self.name)
 
 
+class CrowdTeacher:
+    """Several simulated annotators (``teacher.kind: crowd``): each query is answered by one
+    of them, drawn at random, and stored under their name, as a labelling team would. Each
+    member is a ``SimulatedTeacher`` with its own mistake rate and random stream."""
+
+    synchronous = True
+    name = "crowd"
+
+    def __init__(self, members: Sequence[SimulatedTeacher], rng: np.random.Generator):
+        if not members:
+            raise ConfigError("teacher.crowd_mistakes: a crowd needs at least one annotator")
+        self.members, self.rng = list(members), rng
+
+    def ask(self, store: Store, queries: Sequence[Query], clips: dict[int, Clip]) -> None:
+        first = self.members[0]
+        scale = 1.0
+        if first.relative_thresholds:
+            ids = sorted({i for q in queries for i in (q.clip_a, q.clip_b)})
+            scale = first.margin([clips[i] for i in ids])
+        who = self.rng.integers(len(self.members), size=len(queries))
+        for i, (q, k) in enumerate(zip(queries, who, strict=True)):
+            if i == len(queries) // 2:
+                failpoint("label")
+            member = self.members[int(k)]
+            store.add_label(q.id, member.answer(clips[q.clip_a], clips[q.clip_b], scale),
+                            self.name, annotator=member.name)
+
+
+def _crowd(cfg: TeacherConfig, rng: np.random.Generator, score: ScoreFn) -> Teacher:
+    streams = rng.spawn(len(cfg.crowd_mistakes) + 1)
+    members = [SimulatedTeacher(
+        score=score, beta=cfg.beta, gamma=cfg.gamma, mistake=m,
+        skip_threshold=cfg.skip_threshold, equal_threshold=cfg.equal_threshold,
+        rng=streams[i], name=f"sim-{i}", relative_thresholds=cfg.relative_thresholds)
+        for i, m in enumerate(cfg.crowd_mistakes)]
+    return CrowdTeacher(members, streams[-1])
+
+
 class HumanTeacher:
     """A person answering in the viewer (``rlhf label RUN_DIR``): queries wait in the store.
 
@@ -146,6 +184,7 @@ def _simulated(cfg: TeacherConfig, rng: np.random.Generator, score: ScoreFn) -> 
 TEACHERS: dict[str, TeacherFactory] = {
     "oracle": _simulated,  # with the default settings: always the better clip
     "irrational": _simulated,  # B-Pref's settings (beta, mistake, thresholds) by name
+    "crowd": _crowd,  # several simulated annotators, one mistake rate each
     "human": lambda cfg, rng, score: HumanTeacher(),
 }
 """``teacher.kind``'s built-in names; anything else is ``module:attr`` (a TeacherFactory)."""

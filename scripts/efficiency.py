@@ -16,6 +16,8 @@ Experiments (``--experiments``, default all):
   'equal' below a tenth of the batch's mean clip return, B-Pref's 'equal' teacher).
 - ``noisy``: HalfCheetah, 700 labels, the B-Pref teacher at mistake 0.1, 0.2 and 0.3, each
   without and with ``reward.robust`` (RIME-style screening).
+- ``crowd``: HalfCheetah, 700 labels from five simulated annotators (one flipping 40% of
+  their answers), the reward model without and with ``reward.annotator_reliability``.
 - ``queries``: HalfCheetah at 400 labels with random, disagreement and entropy selection.
 - With the tasks ``halfcheetah_sac`` (SAC, PEBBLE-style, 100 labels in 100k steps) and
   ``walker2d_sac`` (200 labels, fixed horizon), ``main`` runs each against SAC on the true
@@ -94,7 +96,10 @@ IRRATIONAL = ("teacher.kind=irrational", "teacher.mistake=0.1", "teacher.beta=1.
               "teacher.equal_threshold=0.1", "teacher.relative_thresholds=true")
 QUERY_LABELS, QUICK_QUERY_LABELS = 400, 30
 STRATEGIES = ("random", "disagreement", "entropy")
-EXPERIMENTS = ("main", "sweep", "irrational", "noisy", "queries", "sac-sweep", "sac-ablation")
+EXPERIMENTS = ("main", "sweep", "irrational", "noisy", "crowd", "queries", "sac-sweep",
+               "sac-ablation")
+CROWD = ("teacher.kind=crowd", "teacher.crowd_mistakes=[0.0,0.0,0.0,0.0,0.4]")
+"""``crowd`` (issue 20): five simulated annotators, one of them flipping 40% of answers."""
 NOISY_MISTAKES = (0.2, 0.3, 0.1)
 """``noisy`` (issue 19): the B-Pref teacher at these mistake rates, each without and with
 ``reward.robust``; 0.2 and 0.3 first, where the targets are. Without robust at 0.1 it is
@@ -173,6 +178,10 @@ def plan(experiments: list[str], tasks: list[str], seeds: list[int], quick: bool
                 add(Job("noisy", "halfcheetah", "rlhf", plain, seed, list(teacher)))
                 add(Job("noisy", "halfcheetah", "rlhf", f"mistake{m}-robust", seed,
                         [*teacher, "reward.robust=true"]))
+        if "crowd" in experiments:
+            add(Job("crowd", "halfcheetah", "rlhf", "crowd", seed, list(CROWD)))
+            add(Job("crowd", "halfcheetah", "rlhf", "crowd-weighted", seed,
+                    [*CROWD, "reward.annotator_reliability=true"]))
         if "queries" in experiments:
             n = QUICK_QUERY_LABELS if quick else QUERY_LABELS
             for s in STRATEGIES:

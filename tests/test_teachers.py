@@ -110,3 +110,41 @@ def test_score_reward_scores_each_step_as_the_collectors_clip():
     assert np.allclose(scores, cartpole_upright(clip))
     assert scores[-1] == -1.0  # the early termination is scored as the clip's end
     env.close()
+
+
+def test_a_crowd_answers_under_each_members_name_with_their_own_mistakes(tmp_path):
+    """teacher.kind: crowd: each query goes to one simulated annotator, stored under their
+    name; the careless one (mistake 1.0: always wrong) is the only one against the return."""
+    import numpy as np
+
+    from rlhf.annotators import annotator_stats
+    from rlhf.clips import Clip
+    from rlhf.config import TeacherConfig
+    from rlhf.store import Store
+    from rlhf.teachers import make_teacher
+
+    rng = np.random.default_rng(0)
+    clips = [Clip(obs=np.zeros((3, 1), np.float32), actions=np.zeros((3, 1), np.float32),
+                  rewards=np.full(3, float(i)), dones=np.zeros(3, bool),
+                  last_obs=np.zeros(1, np.float32), env_step=i) for i in range(12)]
+    teacher = make_teacher(TeacherConfig(kind="crowd", crowd_mistakes=[0.0, 0.0, 1.0]),
+                           np.random.default_rng(1))
+    with Store(tmp_path / "s.sqlite", create=True) as store:
+        stored = store.add_clips(clips)
+        pairs = [tuple(rng.choice(12, 2, replace=False)) for _ in range(60)]
+        queries = store.add_queries([(stored[a].id, stored[b].id) for a, b in pairs], 0)
+        teacher.ask(store, queries, {c.id: c for c in stored})
+        rows = {r.annotator: r for r in annotator_stats(store.answered())}
+        assert {lab.teacher for lab in store.labels()} == {"crowd"}
+    assert set(rows) == {"sim-0", "sim-1", "sim-2"} and sum(r.labels for r in rows.values()) == 60
+    assert rows["sim-0"].gold_agreement == rows["sim-1"].gold_agreement == 1.0
+    assert rows["sim-2"].gold_agreement == 0.0
+    # Same seed, same crowd: the same annotator for each query, the same answers.
+    with Store(tmp_path / "t.sqlite", create=True) as store:
+        stored = store.add_clips(clips)
+        queries = store.add_queries([(stored[a].id, stored[b].id) for a, b in pairs], 0)
+        make_teacher(TeacherConfig(kind="crowd", crowd_mistakes=[0.0, 0.0, 1.0]),
+                     np.random.default_rng(1)).ask(store, queries, {c.id: c for c in stored})
+        again = {r.annotator: (r.labels, r.gold_agreement)
+                 for r in annotator_stats(store.answered())}
+    assert again == {k: (r.labels, r.gold_agreement) for k, r in rows.items()}
