@@ -101,7 +101,7 @@ def test_a_users_teacher_by_module_attr_labels_the_run_and_a_bad_one_is_one_line
         if ra != rb:
             assert (m == 1.0) == (ra < rb)
     capsys.readouterr()
-    for kind, words in (("oracel", "oracle, irrational, human"),
+    for kind, words in (("oracel", "oracle, irrational, crowd, human"),
                         ("test_components:FirstPairs", "takes no arguments"),
                         ("test_components:NotATeacher", "not a Teacher"),
                         ("test_components:nothing", "has no attribute 'nothing'")):

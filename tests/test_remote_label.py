@@ -78,6 +78,7 @@ def test_two_machines_label_one_postgresql_run(pg_url, tmp_path):
 
 def test_a_run_naming_untrusted_code_is_refused_unless_allowed(pg_url, tmp_path):
     from rlhf.config import config_yaml, load_config
+    from rlhf.errors import ConfigError
     from rlhf.viewer import ViewerError
     from rlhf.viewer.remote import remote_config
 
@@ -88,8 +89,9 @@ def test_a_run_naming_untrusted_code_is_refused_unless_allowed(pg_url, tmp_path)
     with pytest.raises(ViewerError, match="import evil_module .*--allow-import evil_module"):
         remote_config(location)
     assert "evil_module" not in sys.modules
-    allowed = remote_config(location, allowed=["evil_module"])  # the labeller's own choice
-    assert allowed.env.imports == ["evil_module"]
+    # The labeller's own choice: allowed, then imported (it is not installed here: one line).
+    with pytest.raises(ConfigError, match="cannot make the run's env.*evil_module"):
+        remote_config(location, allowed=["evil_module"])
     shown = subprocess.run([sys.executable, "-m", "rlhf.cli", "label", pg_url, "--run",
                             location.run], capture_output=True, text=True, cwd=tmp_path,
                            env={**os.environ, "SDL_VIDEODRIVER": "dummy",
