@@ -79,9 +79,9 @@ def _records(store: Store, clips: bool) -> Iterator[dict[str, Any]]:
 def export_labels(store: Store, out: Path, clips: bool = False) -> int:
     """Write the store's standing answers to ``out`` (``.jsonl``), atomically; returns the
     number of labels written."""
-    lines = [json.dumps(r) for r in _records(store, clips)]
-    atomic_write_text(out, "\n".join(lines) + "\n")
-    return sum(1 for line in lines if '"type": "label"' in line)
+    records = list(_records(store, clips))
+    atomic_write_text(out, "".join(json.dumps(r) + "\n" for r in records))
+    return sum(r["type"] == "label" for r in records)
 
 
 def _read(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
