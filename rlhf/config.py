@@ -213,6 +213,14 @@ class QueryConfig:
     recent_clips: int = 0
     """Policy-aligned queries (QPA): candidates only from this many newest clips of the
     pool, the current policy's behaviour; 0 = the whole pool."""
+    overlap: int = 1
+    """How many different annotators answer each chosen pair (a team: their agreement, and
+    what ``reward.annotator_reliability`` learns from). Every answer counts against
+    ``loop.total_labels``; with fewer people than this, the extra copies stay pending."""
+    repeat_fraction: float = 0.0
+    """Share of each batch that asks a person again about a pair they answered earlier
+    (shown after the rest of their queue, never back to back): their self-consistency in
+    ``rlhf annotators``. Counts against ``loop.total_labels``."""
 
 
 @dataclass

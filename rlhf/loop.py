@@ -103,7 +103,9 @@ class Run:
             raise
         self.learner = PreferenceLearner(self.trainer, self.store, self.teacher, self.strategy,
                                          self.rng, cfg.query.candidates,
-                                         recent_clips=cfg.query.recent_clips)
+                                         recent_clips=cfg.query.recent_clips,
+                                         overlap=cfg.query.overlap,
+                                         repeat_fraction=cfg.query.repeat_fraction)
         # A person answers at their own pace: by default the agent keeps training on the
         # current reward model meanwhile (Christiano et al.), refitting as labels land.
         self.asynchronous = not self.teacher.synchronous and cfg.teacher.asynchronous

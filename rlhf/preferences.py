@@ -25,6 +25,7 @@ from rlhf.faults import failpoint
 from rlhf.queries import QueryStrategy, RandomQueries, clip_features, select_pairs
 from rlhf.reward.trainer import FitStats, RewardTrainer
 from rlhf.store import Store, StoreCounts
+from rlhf.store_schema import AnsweredPair
 from rlhf.teachers import Teacher
 
 
@@ -37,11 +38,14 @@ class PreferenceLearner:
 
     def __init__(self, trainer: RewardTrainer, store: Store, teacher: Teacher,
                  strategy: QueryStrategy, rng: np.random.Generator, candidates: int,
-                 recent_clips: int = 0):
+                 recent_clips: int = 0, overlap: int = 1, repeat_fraction: float = 0.0):
         self.trainer, self.store, self.teacher = trainer, store, teacher
         self.strategy, self.rng, self.candidates = strategy, rng, candidates
         self.recent_clips = recent_clips
         """Candidates only from the pool's newest clips (``query.recent_clips``; 0: all)."""
+        self.overlap, self.repeat_fraction = overlap, repeat_fraction
+        """Annotators per chosen pair (``query.overlap``), and the share of each batch that
+        asks a person again about one of their earlier answers (``query.repeat_fraction``)."""
         self.clips: dict[int, Clip] = {}
         self.fitted_labels = 0
         """Trainable labels (not skips) at the last fit."""
@@ -51,8 +55,10 @@ class PreferenceLearner:
         self.last_fit: FitStats | None = None
 
     def ask(self, pool: Sequence[Clip], n: int, iteration: int) -> list[tuple[int, Clip]]:
-        """Choose ``n`` pairs from ``pool`` (at least 2 clips), store them as queries of
-        ``iteration`` and have the teacher label them.
+        """Store ``n`` queries of ``iteration`` and have the teacher label them: repeats of
+        earlier answers (``repeat_fraction`` of them, where there are answers to repeat) and
+        new pairs chosen from ``pool`` (at least 2 clips), each asked ``overlap`` times (the
+        last one fewer, where ``n`` leaves no whole number of copies).
 
         Returns ``(index into pool, stored clip)`` for each clip written to the store now:
         the stored copy carries its id, and the caller keeps it in place of the original so
@@ -61,6 +67,41 @@ class PreferenceLearner:
         pool = list(pool)
         if n <= 0:
             return []
+        repeats = self._choose_repeats(n)
+        fresh = n - len(repeats)
+        stored, pairs = self._choose_pairs(pool, -(-fresh // self.overlap)) if fresh else ([], [])
+        failpoint("ask")
+        copies = [pair for pair in pairs for _ in range(self.overlap)][:fresh]
+        queries = self.store.add_queries(copies, iteration)
+        if repeats:
+            self.load_clips([i for a in repeats for i in (a.clip_a, a.clip_b)])
+            queries += self.store.add_repeats(repeats, iteration)
+        self.teacher.ask(self.store, queries, self.clips)
+        return stored
+
+    def _choose_repeats(self, n: int) -> list[AnsweredPair]:
+        """About ``repeat_fraction * n`` earlier answers to ask again (rounded at random, so
+        small batches repeat at the same rate on average); none at 0, drawing nothing.
+
+        One or more extra, where that leaves a whole number of ``overlap`` copies of new
+        pairs (no pair short of its annotators)."""
+        if not self.repeat_fraction:
+            return []
+        share = self.repeat_fraction * n
+        k = int(share) + int(self.rng.random() < share - int(share))
+        candidates = self.store.repeat_candidates() if k else []
+        k = min(k, len(candidates))
+        if k and (n - k) % self.overlap and k + (n - k) % self.overlap <= len(candidates):
+            k += (n - k) % self.overlap
+        if not k:
+            return []
+        chosen = self.rng.choice(len(candidates), size=k, replace=False)
+        return [candidates[i] for i in sorted(chosen)]
+
+    def _choose_pairs(self, pool: list[Clip], n: int
+                      ) -> tuple[list[tuple[int, Clip]], list[tuple[int, int]]]:
+        """Up to ``n`` new pairs from ``pool``, their clips stored: (the clips stored now,
+        with their pool index, and the pairs as stored clip ids)."""
         # Policy-aligned candidates (QPA): only the newest clips, what the agent does now.
         offset = max(0, len(pool) - self.recent_clips) if self.recent_clips else 0
         if len(pool) - offset < 2:
@@ -81,11 +122,7 @@ class PreferenceLearner:
         for i, clip in stored:
             pool[i] = clip
             self.clips[clip.id] = clip.without_frames()
-        failpoint("ask")
-        queries = self.store.add_queries([(pool[a].id, pool[b].id) for a, b in pairs],
-                                         iteration)
-        self.teacher.ask(self.store, queries, self.clips)
-        return stored
+        return stored, [(pool[a].id, pool[b].id) for a, b in pairs]
 
     def answer_pending(self) -> None:
         """A simulated teacher answers the queries a stop left unanswered (never asked

@@ -52,7 +52,6 @@ from rlhf.store_schema import (
     LIVE_LABELS,
     META,
     PENDING,
-    QUERY_ROWS,
     STANDING_LABELS,
     AnsweredPair,
     Dialect,
@@ -61,6 +60,7 @@ from rlhf.store_schema import (
     StoreCounts,
     decode_arrays,
     encode_arrays,
+    query_rows,
 )
 from rlhf.store_schema import SCHEMA_VERSION as SCHEMA_VERSION
 
@@ -269,8 +269,42 @@ class Store(Opening, Claims):
         return out
 
     @_guarded
+    def add_repeats(self, labels: list[AnsweredPair], iteration: int) -> list[Query]:
+        """Ask each label's pair again, to the same annotator only (``repeat_candidates``
+        says which may be): their self-consistency in ``rlhf annotators``."""
+        now = time.time()
+        out = []
+        with self.transaction():
+            for a in labels:
+                (qid,) = self.db.execute(
+                    "INSERT INTO queries (clip_a, clip_b, iteration, created, for_annotator, "
+                    "repeat_of) VALUES (?,?,?,?,?,?) RETURNING id",
+                    (a.clip_a, a.clip_b, int(iteration), now, a.annotator, a.label_id)
+                ).fetchone()
+                out.append(Query(qid, a.clip_a, a.clip_b, int(iteration), a.annotator,
+                                 a.label_id))
+        return out
+
+    @_guarded
+    def repeat_candidates(self) -> list[AnsweredPair]:
+        """Standing answers that may be asked again to the same person: named, not skips,
+        not repeats themselves, not repeated yet, and not that person's latest answer (so
+        a repeat, shown after the rest of their queue, never comes back to back)."""
+        if self.version < 3:
+            return []
+        return self._answered(
+            "WHERE e.choice != 'skip' AND e.annotator IS NOT NULL AND q.repeat_of IS NULL "
+            "AND NOT EXISTS (SELECT 1 FROM queries r WHERE r.repeat_of = e.id) "
+            "AND e.id < (SELECT MAX(m.id) FROM labels m WHERE m.annotator = e.annotator "
+            "AND m.choice != 'retract')")
+
+    @property
+    def _query_rows(self) -> str:
+        return query_rows(self.version)
+
+    @_guarded
     def get_query(self, query_id: int) -> Query:
-        row = self.db.execute(f"{QUERY_ROWS} WHERE q.id=?", (query_id,)).fetchone()
+        row = self.db.execute(f"{self._query_rows} WHERE q.id=?", (query_id,)).fetchone()
         if row is None:
             raise StoreError(f"no query with id {query_id} in {self.path}")
         return Query(*row)
@@ -278,7 +312,7 @@ class Store(Opening, Claims):
     @_guarded
     def queries(self) -> list[Query]:
         """Every query, oldest first."""
-        return [Query(*row) for row in self.db.execute(f"{QUERY_ROWS} ORDER BY q.id")]
+        return [Query(*row) for row in self.db.execute(f"{self._query_rows} ORDER BY q.id")]
 
     @_guarded
     def asked_pairs(self, clip_ids: list[int]) -> list[tuple[int, int]]:
@@ -294,7 +328,7 @@ class Store(Opening, Claims):
     @_guarded
     def pending_queries(self, limit: int | None = None) -> list[Query]:
         """Queries without a standing label, oldest first."""
-        sql = f"{QUERY_ROWS} WHERE {PENDING} ORDER BY q.id"
+        sql = f"{self._query_rows} WHERE {PENDING} ORDER BY q.id"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         return [Query(*row) for row in self.db.execute(sql)]
@@ -388,13 +422,16 @@ class Store(Opening, Claims):
     @_guarded
     def answered(self) -> list[AnsweredPair]:
         """Every standing label with its pair and the clips' true returns, by label id."""
+        return self._answered()
+
+    def _answered(self, where: str = "") -> list[AnsweredPair]:
         rows = self.db.execute(
             f"SELECT e.id, e.query_id, q.clip_a, q.clip_b, e.choice, {self._annotator}, "
             "e.response_time, e.created, ca.true_return, cb.true_return, e.teacher, "
             "e.shown_swapped "
             f"FROM ({STANDING_LABELS}) e JOIN queries q ON q.id = e.query_id "
             "JOIN clips ca ON ca.id = q.clip_a JOIN clips cb ON cb.id = q.clip_b "
-            "ORDER BY e.id")
+            f"{where} ORDER BY e.id")
         return [AnsweredPair(*row[:-1], None if row[-1] is None else bool(row[-1]))
                 for row in rows]
 

@@ -20,10 +20,25 @@ from typing import TYPE_CHECKING
 
 from rlhf.store_errors import StoreError, _guarded
 from rlhf.store_pg import PgLocation
-from rlhf.store_schema import PENDING, QUERY_ROWS, Query
+from rlhf.store_schema import PENDING, Query, query_rows
 
 if TYPE_CHECKING:
     from rlhf.store_errors import _Transaction
+
+
+_SAME_PAIR = ("((s.clip_a = q.clip_a AND s.clip_b = q.clip_b) OR "
+              "(s.clip_a = q.clip_b AND s.clip_b = q.clip_a))")
+_FOR_THIS_PERSON = (
+    # addressed to nobody, or to this annotator (parameter 1)
+    "(q.for_annotator IS NULL OR q.for_annotator = ?) "
+    # a repeat, or a pair this annotator (parameter 2) has no live label on
+    "AND (q.repeat_of IS NOT NULL OR NOT EXISTS (SELECT 1 FROM queries s "
+    f"JOIN labels l ON l.query_id = s.id WHERE {_SAME_PAIR} AND l.annotator = ? "
+    "AND l.choice != 'retract' AND NOT EXISTS (SELECT 1 FROM labels r WHERE r.retracts = l.id))) "
+    # and not another copy of a pair this viewer (parameter 3) holds a live claim on (4: now)
+    f"AND NOT EXISTS (SELECT 1 FROM queries s WHERE s.id != q.id AND {_SAME_PAIR} "
+    "AND s.claimed_by = ? AND s.claimed_until > ?)")
+"""A condition on ``queries q`` for ``claim_next_query``, with four parameters."""
 
 
 class Claims:
@@ -31,6 +46,7 @@ class Claims:
 
     path: Path | PgLocation
     db: sqlite3.Connection  # or a PgConnection, which has the same execute()
+    version: int
 
     if TYPE_CHECKING:
         def transaction(self) -> _Transaction: ...
@@ -51,22 +67,28 @@ class Claims:
                         (viewer, until, query_id))
 
     @_guarded
-    def claim_next_query(self, viewer: str, lease: float,
-                         exclude: Sequence[int] = ()) -> Query | None:
+    def claim_next_query(self, viewer: str, lease: float, exclude: Sequence[int] = (),
+                         annotator: str | None = None) -> Query | None:
         """Claim the oldest pending query that no other viewer holds, for ``lease`` seconds.
 
         ``exclude``: query ids this viewer already holds and does not want again. Returns
         None when no such query is waiting.
+
+        ``annotator``, the person at this viewer, is never given a pair they have already
+        answered, nor a second copy of one this viewer holds (``query.overlap`` asks several
+        people the same pair), nor a query addressed to someone else. Queries addressed to
+        them (repeats) come after everything else they can be given.
         """
         now = time.time()
         skip = [int(i) for i in exclude]
         not_in = f"AND q.id NOT IN ({','.join('?' * len(skip))})" if skip else ""
         with self.transaction():
             row = self.db.execute(
-                f"{QUERY_ROWS} WHERE (q.claimed_by IS NULL OR q.claimed_by = ? OR "
-                "q.claimed_until IS NULL OR q.claimed_until <= ?) "
-                f"{not_in} AND {PENDING} ORDER BY q.id LIMIT 1",
-                (viewer, now, *skip)).fetchone()
+                f"{query_rows(self.version)} WHERE (q.claimed_by IS NULL OR q.claimed_by = ? "
+                "OR q.claimed_until IS NULL OR q.claimed_until <= ?) "
+                f"{not_in} AND {PENDING} AND {_FOR_THIS_PERSON} "
+                "ORDER BY (q.repeat_of IS NOT NULL), q.id LIMIT 1",
+                (viewer, now, *skip, annotator, annotator, viewer, now)).fetchone()
             if row is None:
                 return None
             self._claim(row[0], viewer, lease)

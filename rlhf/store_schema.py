@@ -16,8 +16,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-SCHEMA_VERSION = 2
-"""1: clips, queries, labels. 2: labels carry the annotator (the person) who gave them."""
+SCHEMA_VERSION = 3
+"""1: clips, queries, labels. 2: labels carry the annotator (the person) who gave them.
+3: a query can be addressed to one annotator and re-ask one of their labels (a repeat)."""
 
 Dialect = Literal["sqlite", "postgresql"]
 
@@ -44,7 +45,9 @@ CREATE TABLE IF NOT EXISTS queries (
     iteration INTEGER NOT NULL,
     created {REAL} NOT NULL,
     claimed_by TEXT,
-    claimed_until {REAL}
+    claimed_until {REAL},
+    for_annotator TEXT,
+    repeat_of INTEGER
 );
 CREATE TABLE IF NOT EXISTS labels (
     id {ID},
@@ -58,11 +61,13 @@ CREATE TABLE IF NOT EXISTS labels (
     annotator TEXT
 );
 CREATE INDEX IF NOT EXISTS labels_query ON labels(query_id);
-CREATE INDEX IF NOT EXISTS labels_retracts ON labels(retracts)
+CREATE INDEX IF NOT EXISTS labels_retracts ON labels(retracts);
+CREATE INDEX IF NOT EXISTS queries_pair ON queries(clip_a, clip_b)
 """
 
 MIGRATIONS: dict[int, tuple[tuple[str, str, str], ...]] = {
     2: (("labels", "annotator", "TEXT"),),
+    3: (("queries", "for_annotator", "TEXT"), ("queries", "repeat_of", "INTEGER")),
 }
 """version -> the columns (table, column, type) that bring a store of version - 1 to it.
 Added where missing, so a store half-upgraded by hand (or faked old) migrates too."""
@@ -71,11 +76,15 @@ META = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NU
 """PostgreSQL's version slot, and (older SQLite stores) where the version used to be."""
 
 
+def _statements(dialect: Dialect) -> list[str]:
+    # Run one by one, not by executescript, which would COMMIT early.
+    return [s for s in _TABLES.format(**_TYPES[dialect]).split(";") if s.strip()]
+
+
 def create_schema(db: Any, dialect: Dialect = "sqlite") -> None:
     """The tables of a new store and its version; inside the caller's transaction."""
-    for statement in _TABLES.format(**_TYPES[dialect]).split(";"):  # not executescript:
-        if statement.strip():  # it would COMMIT early
-            db.execute(statement)
+    for statement in _statements(dialect):
+        db.execute(statement)
     set_version(db, dialect, SCHEMA_VERSION)
 
 
@@ -96,6 +105,9 @@ def migrate(db: Any, dialect: Dialect, version: int) -> None:
         for table, column, kind in MIGRATIONS[v]:
             if column not in _columns(db, dialect, table):
                 db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+    for statement in _statements(dialect):  # the indexes a newer version added
+        if "CREATE INDEX" in statement:
+            db.execute(statement)
     set_version(db, dialect, SCHEMA_VERSION)
 
 
@@ -115,8 +127,11 @@ CANDIDATES = """CREATE TABLE IF NOT EXISTS candidates (
 behaviour each clip shows. Made by the first tuning write, so RL stores (and rlhf versions
 that predate tuning, sharing a store) are unchanged."""
 
-QUERY_ROWS = "SELECT q.id, q.clip_a, q.clip_b, q.iteration FROM queries q"
-"""A ``Query`` record per row (``Query(*row)``), for a WHERE clause to follow."""
+def query_rows(version: int) -> str:
+    """A ``Query`` record per row (``Query(*row)``), for a WHERE clause to follow; a store of
+    an older ``version`` (read as it is) has no addressed queries."""
+    team = "q.for_annotator, q.repeat_of" if version >= 3 else "NULL, NULL"
+    return f"SELECT q.id, q.clip_a, q.clip_b, q.iteration, {team} FROM queries q"
 
 # Which label stands for a query, defined here once. A label is live while it is not a
 # retraction and no retraction takes it back; the label that stands for a query is its
@@ -141,6 +156,11 @@ class Query:
     clip_a: int
     clip_b: int
     iteration: int
+    for_annotator: str | None = None
+    """The one person who may answer it (a repeat); None: anyone who has not answered this
+    pair yet (``query.overlap`` asks several people the same pair)."""
+    repeat_of: int | None = None
+    """The label this query asks again, to the same person (``query.repeat_fraction``)."""
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ flipped with probability ``mistake``.
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -125,13 +126,29 @@ class CrowdTeacher:
         if first.relative_thresholds:
             ids = sorted({i for q in queries for i in (q.clip_a, q.clip_b)})
             scale = first.margin([clips[i] for i in ids])
+        answered: dict[tuple[int, int], set[int]] = defaultdict(set)
         who = self.rng.integers(len(self.members), size=len(queries))
         for i, (q, k) in enumerate(zip(queries, who, strict=True)):
             if i == len(queries) // 2:
                 failpoint("label")
-            member = self.members[int(k)]
+            member = self.members[self._member_for(q, int(k), answered)]
             store.add_label(q.id, member.answer(clips[q.clip_a], clips[q.clip_b], scale),
                             self.name, annotator=member.name)
+
+
+    def _member_for(self, query: Query, drawn: int,
+                    answered: dict[tuple[int, int], set[int]]) -> int:
+        """Which member answers ``query``: the one it is addressed to (a repeat), else the
+        one ``drawn`` at random, moved on to the next member who has not answered this pair
+        in the batch yet (``query.overlap``: several people per pair), while there is one."""
+        names = [m.name for m in self.members]
+        if query.for_annotator in names:
+            return names.index(query.for_annotator)
+        taken = answered[(min(query.clip_a, query.clip_b), max(query.clip_a, query.clip_b))]
+        k = next((j % len(names) for j in range(drawn, drawn + len(names))
+                  if j % len(names) not in taken), drawn)
+        taken.add(k)
+        return k
 
 
 def _crowd(cfg: TeacherConfig, rng: np.random.Generator, score: ScoreFn) -> Teacher:

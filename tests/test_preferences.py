@@ -25,7 +25,8 @@ def _clips(n: int, rng: np.random.Generator) -> list[Clip]:
     return out
 
 
-def _learner(store: Store, teacher=None, strategy=None, seed: int = 0) -> PreferenceLearner:
+def _learner(store: Store, teacher=None, strategy=None, seed: int = 0,
+             **team) -> PreferenceLearner:
     spec = FeatureSpec.from_spaces(gym.spaces.Box(-np.inf, np.inf, (3,)),
                                    gym.spaces.Box(-1, 1, (1,)))
     model = RewardModel(spec, 3, [16], seed=seed)
@@ -33,7 +34,7 @@ def _learner(store: Store, teacher=None, strategy=None, seed: int = 0) -> Prefer
                             seed=seed)
     return PreferenceLearner(trainer, store, teacher or SimulatedTeacher(),
                              strategy or DisagreementQueries(),
-                             np.random.default_rng([seed, 7]), candidates=500)
+                             np.random.default_rng([seed, 7]), candidates=500, **team)
 
 
 def test_asks_each_pair_once_stores_each_clip_once_and_learns(tmp_path):
@@ -97,3 +98,41 @@ def test_policy_aligned_queries_come_from_the_newest_clips_only(tmp_path):
         newest = {c.id for c in pool[45:]}
         queries = [store.get_query(i) for i in range(1, store.counts().queries + 1)]
         assert len(queries) == 15 and all({q.clip_a, q.clip_b} <= newest for q in queries)
+
+
+def test_a_team_answers_each_pair_twice_and_some_again_to_the_same_person(tmp_path):
+    """query.overlap 2 and query.repeat_fraction 0.25 with a crowd of 3: every batch is
+    exactly its budget, each new pair goes to two different members, each repeat to the
+    member who answered it first; the statistics see the overlap and the repeats."""
+    from rlhf.annotators import annotator_stats
+    from rlhf.config import TeacherConfig
+    from rlhf.teachers import make_teacher
+
+    pool = _clips(40, np.random.default_rng(4))
+    crowd = make_teacher(TeacherConfig(kind="crowd", crowd_mistakes=[0.0, 0.0, 0.0]),
+                         np.random.default_rng(5))
+    with Store(tmp_path / "s.sqlite", create=True) as store:
+        learner = _learner(store, teacher=crowd, overlap=2, repeat_fraction=0.25)
+        for it in range(4):
+            before = store.counts().queries
+            for i, clip in learner.ask(pool, 12, iteration=it):
+                pool[i] = clip
+            assert store.counts().queries - before == 12 and store.counts().pending == 0
+        queries = {q.id: q for q in store.queries()}
+        answers = store.answered()
+    by_pair: dict[tuple[int, int], list[str]] = {}
+    first_by: dict[int, str] = {a.label_id: a.annotator for a in answers}
+    repeats = 0
+    for a in answers:
+        q = queries[a.query_id]
+        if q.repeat_of is not None:
+            repeats += 1
+            assert a.annotator == q.for_annotator == first_by[q.repeat_of]
+        else:
+            by_pair.setdefault((q.clip_a, q.clip_b), []).append(a.annotator)
+    assert repeats >= 6  # 0.25 of the 36 asked after the first batch, rounded at random
+    assert all(len(who) == 2 and len(set(who)) == 2 for who in by_pair.values())
+    rows = annotator_stats(answers)
+    assert sum(r.self_consistency_n for r in rows) == repeats
+    assert all(r.self_consistency == 1.0 for r in rows if r.self_consistency_n)
+    assert all(r.agreement_n > 0 for r in rows)

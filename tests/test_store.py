@@ -207,6 +207,43 @@ def test_claims_give_each_query_to_one_viewer_and_expire(store_at):
     store.close()
 
 
+def test_copies_of_a_pair_go_to_different_people_and_repeats_to_the_same_one_last(store_at):
+    """query.overlap stores a pair once per annotator wanted; query.repeat_fraction asks a
+    person again about one of their answers, after everything else they can be given."""
+    from rlhf.annotators import annotator_stats
+
+    store = Store(store_at(), create=True)
+    c = store.add_clips([_clip(np.random.default_rng(i)) for i in range(3)])
+    a1, a2, b = store.add_queries([(c[0].id, c[1].id), (c[0].id, c[1].id),
+                                   (c[1].id, c[2].id)], 0)
+    assert store.claim_next_query("va", 30, annotator="alice") == a1
+    # Not the other copy of the pair this viewer holds, even before answering it.
+    assert store.claim_next_query("va", 30, exclude=[a1.id], annotator="alice") == b
+    assert store.add_viewer_label(a1.id, "a", "human", annotator="alice") is not None
+    assert store.claim_next_query("va", 30, exclude=[b.id], annotator="alice") is None
+    assert store.claim_next_query("vb", 30, annotator="bob") == a2  # the pair's 2nd person
+    assert store.add_viewer_label(a2.id, "b", "human", annotator="bob") is not None
+    assert store.repeat_candidates() == []  # each person's only answer is their latest
+    assert store.add_viewer_label(b.id, "a", "human", annotator="alice") is not None
+    (first,) = store.repeat_candidates()  # alice's first answer, not her latest
+    assert (first.query_id, first.annotator) == (a1.id, "alice")
+    (repeat,) = store.add_repeats([first], 1)
+    assert (repeat.for_annotator, repeat.repeat_of) == ("alice", first.label_id)
+    assert store.repeat_candidates() == []  # asked again once, not twice
+    (fresh,) = store.add_queries([(c[0].id, c[2].id)], 1)
+    assert store.claim_next_query("vb", 30, annotator="bob") == fresh  # not alice's repeat
+    store.release_claims("vb")
+    assert store.claim_next_query("vb", 30, exclude=[fresh.id], annotator="bob") is None
+    assert store.claim_next_query("va", 30, annotator="alice") == fresh  # repeats come last
+    assert store.claim_next_query("va", 30, exclude=[fresh.id], annotator="alice") == repeat
+    assert store.add_viewer_label(repeat.id, "b", "human", annotator="alice") is not None
+    rows = {r.annotator: r for r in annotator_stats(store.answered())}
+    assert (rows["alice"].self_consistency, rows["alice"].self_consistency_n) == (0.0, 1)
+    assert (rows["alice"].agreement, rows["bob"].agreement) == (0.5, 0.5)  # on pair a
+    assert store.counts().pending == 1  # the fresh pair, still held by alice's viewer
+    store.close()
+
+
 def test_concurrent_claims_and_answers_never_hand_out_a_query_twice(store_at):
     location = store_at()
     _store_with_queries(location).close()
@@ -283,17 +320,30 @@ def test_postgresql_store_is_migrated_from_version_1_in_place(pg_url):
     store.add_label(1, "a", "sim")
     store.add_label(2, "skip", "sim")
     before = store.preferences()
-    store.db.execute("ALTER TABLE labels DROP COLUMN annotator")  # as version 1 wrote it
+    for sql in _AS_VERSION_1:
+        store.db.execute(sql)
     store.db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     store.close()
     with Store(location, readonly=True) as reader:  # a reader reads it as it is
         assert reader.version == 1 and reader.labels()[0].annotator is None
+        assert [q.for_annotator for q in reader.queries()] == [None, None]
+        assert reader.repeat_candidates() == []
     with Store(location) as store:
         assert store.version == SCHEMA_VERSION
         after = store.preferences()
         assert np.array_equal(before[0], after[0]) and np.array_equal(before[1], after[1])
         assert store.counts().labels == 2
         store.add_label(3 - 1, "b", "sim", annotator="carol")  # the new column takes it
+        carols = [a for a in store.answered() if a.annotator == "carol"]
+        (repeat,) = store.add_repeats(carols, 1)  # and so do the queries'
+        assert store.get_query(repeat.id) == repeat and repeat.for_annotator == "carol"
+
+
+_AS_VERSION_1 = ("ALTER TABLE labels DROP COLUMN annotator",
+                 "ALTER TABLE queries DROP COLUMN for_annotator",
+                 "ALTER TABLE queries DROP COLUMN repeat_of",
+                 "DROP INDEX queries_pair")
+"""What turns a new store's tables into those version 1 wrote."""
 
 
 def test_sqlite_store_of_version_1_is_backed_up_then_migrated(tmp_path):
@@ -303,8 +353,9 @@ def test_sqlite_store_of_version_1_is_backed_up_then_migrated(tmp_path):
         store.add_label(qid, choice, "sim")
     before, labels = store.preferences(), store.labels()
     store.close()
-    db = sqlite3.connect(path)  # as version 1 wrote it: no annotator column
-    db.execute("ALTER TABLE labels DROP COLUMN annotator")
+    db = sqlite3.connect(path)  # as version 1 wrote it
+    for sql in _AS_VERSION_1:
+        db.execute(sql)
     db.execute("PRAGMA user_version = 1")
     db.commit()
     db.close()
@@ -322,6 +373,7 @@ def test_sqlite_store_of_version_1_is_backed_up_then_migrated(tmp_path):
     db.close()
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert db.execute("SELECT 1 FROM sqlite_master WHERE name='queries_pair'").fetchone()
 
 
 def test_a_server_restart_loses_no_acknowledged_label_and_the_store_reconnects():

@@ -134,7 +134,8 @@ class ViewerApp:
             self.preparer = PairPreparer(
                 location, self.cfg.env, self.viewer, self.layout.frame_box,
                 lease=self.vcfg.claim_seconds, poll=self.vcfg.poll_seconds,
-                prefetch=self.vcfg.prefetch, rng=self.rng, notify=self._notify)
+                prefetch=self.vcfg.prefetch, rng=self.rng, notify=self._notify,
+                annotator=self.session.annotator)
             self.preparer.start()
 
     def close(self) -> None:

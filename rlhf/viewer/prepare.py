@@ -122,9 +122,12 @@ class PairPreparer(threading.Thread):
 
     def __init__(self, store_path: Path | PgLocation, env_cfg: EnvConfig, viewer: str,
                  box: tuple[int, int], lease: float, poll: float, prefetch: int,
-                 rng: np.random.Generator, notify: Callable[[], None] = lambda: None):
+                 rng: np.random.Generator, notify: Callable[[], None] = lambda: None,
+                 annotator: str | None = None):
         super().__init__(name="rlhf-pair-preparer", daemon=True)
         self.store_path, self.env_cfg, self.viewer = store_path, env_cfg, viewer
+        self.annotator = annotator
+        """The person at this viewer: never shown a pair twice, except as a repeat."""
         self.box, self.lease, self.poll, self.prefetch = box, lease, poll, prefetch
         self.rng, self.notify = rng, notify
         self.error: BaseException | None = None
@@ -230,7 +233,8 @@ class PairPreparer(threading.Thread):
         # A viewer killed on this host would hold its pairs until its claims expire; give
         # them back first, so the oldest pending pair comes next.
         reap_dead_claims(store, self.viewer)
-        query = store.claim_next_query(self.viewer, self.lease, exclude=sorted(self.held()))
+        query = store.claim_next_query(self.viewer, self.lease, exclude=sorted(self.held()),
+                                       annotator=self.annotator)
         if query is None:
             return None
         self.hold(query.id)
