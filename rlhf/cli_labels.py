@@ -82,7 +82,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from rlhf.exchange import export_labels
 
     protected = [] if is_url(args.run_dir) else [args.run_dir]
-    out = check_output_path(args.out, (".jsonl",), "label export (JSON Lines)",
+    out = check_output_path(args.out, (".jsonl", ".parquet"), "label export",
                             force=args.force, protected=protected)
     with Store(store_location(args.run_dir, args.run), readonly=True) as store:
         n = export_labels(store, out, clips=args.clips)
@@ -131,16 +131,16 @@ def add_label_commands(sub: Any) -> None:
     an.add_argument("--json", action="store_true")
     an.set_defaults(fn=cmd_annotators)
 
-    ex = sub.add_parser("export", help="a run's labels as JSON Lines")
+    ex = sub.add_parser("export", help="a run's labels as JSON Lines or Parquet")
     target(ex)
-    ex.add_argument("--out", required=True, help="the .jsonl file to write")
+    ex.add_argument("--out", required=True, help="the .jsonl or .parquet file to write")
     ex.add_argument("--clips", action="store_true",
                     help="include the clips' arrays, so the file alone can seed another store")
     ex.add_argument("--force", action="store_true", help="replace an existing --out file")
     ex.set_defaults(fn=cmd_export)
 
     im = sub.add_parser("import", help="add the labels of an rlhf export to a run")
-    im.add_argument("file", help="a .jsonl file from rlhf export")
+    im.add_argument("file", help="a .jsonl or .parquet file from rlhf export")
     im.add_argument("--into", dest="run_dir", metavar="RUN", required=True,
                     help="a run directory, or a PostgreSQL URL")
     im.add_argument("--run", help="the run's name on the PostgreSQL server")

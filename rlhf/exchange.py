@@ -1,5 +1,6 @@
 """Labels out of a store and into another (``rlhf export`` / ``rlhf import``): JSON Lines,
-one record per line, so other tools read them without rlhf.
+one record per line, or a Parquet table (one row per label, the same fields), so other tools
+read them without rlhf.
 
 A ``label`` record is one standing answer: its pair (the clips' ids in the source store and
 their content keys), the choice in the pair's order, annotator, teacher, time, response time
@@ -11,6 +12,9 @@ finds the pair's clips in the target by key (or adds them from the file's clip r
 the pair there as a new query and appends the answer, keeping its annotator and time. An
 answer the target already has (same pair, annotator, choice and time) is not added twice, so
 importing a file twice changes nothing. Nothing in the target is ever changed or deleted.
+
+Parquet (``.parquet``, with the optional ``pyarrow``: ``pip install 'rlhf[parquet]'``) holds
+the label records only: its clips stay in the stores that have them.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from rlhf.clips import Clip
-from rlhf.io import atomic_write_text
+from rlhf.io import atomic_write_bytes, atomic_write_text
 from rlhf.store import Store, StoreError
 from rlhf.store_schema import decode_arrays, encode_arrays
 
@@ -77,11 +81,60 @@ def _records(store: Store, clips: bool) -> Iterator[dict[str, Any]]:
 
 
 def export_labels(store: Store, out: Path, clips: bool = False) -> int:
-    """Write the store's standing answers to ``out`` (``.jsonl``), atomically; returns the
-    number of labels written."""
+    """Write the store's standing answers to ``out`` (``.jsonl`` or ``.parquet``),
+    atomically; returns the number of labels written."""
+    if out.suffix.lower() == ".parquet":
+        if clips:
+            raise StoreError(f"{out}: --clips needs a .jsonl file (a Parquet export is one "
+                             "table of labels; the clips stay in the store)")
+        rows = [r for r in _records(store, False) if r["type"] == "label"]
+        atomic_write_bytes(out, _parquet_bytes(rows))
+        return len(rows)
     records = list(_records(store, clips))
     atomic_write_text(out, "".join(json.dumps(r) + "\n" for r in records))
     return sum(r["type"] == "label" for r in records)
+
+
+# A label record's fields and their Parquet types, in the record's order.
+_PARQUET_COLUMNS = (("label_id", "int64"), ("query_id", "int64"), ("clip_a", "int64"),
+                    ("clip_b", "int64"), ("clip_a_key", "string"), ("clip_b_key", "string"),
+                    ("choice", "string"), ("annotator", "string"), ("teacher", "string"),
+                    ("created", "float64"), ("response_time", "float64"),
+                    ("shown_swapped", "bool_"), ("true_a", "float64"), ("true_b", "float64"))
+
+
+def _pyarrow() -> Any:
+    try:
+        import pyarrow
+        import pyarrow.parquet  # the submodule the callers use, loaded here
+    except ImportError:
+        raise StoreError("a .parquet file needs pyarrow: pip install 'rlhf[parquet]' "
+                         "(or use a .jsonl file)") from None
+    return pyarrow
+
+
+def _parquet_bytes(rows: list[dict[str, Any]]) -> bytes:
+    pa = _pyarrow()
+    schema = pa.schema([(name, getattr(pa, kind)()) for name, kind in _PARQUET_COLUMNS],
+                       metadata={"format": FORMAT})
+    table = pa.Table.from_pylist([{k: r[k] for k, _ in _PARQUET_COLUMNS} for r in rows],
+                                 schema=schema)
+    sink = pa.BufferOutputStream()
+    pa.parquet.write_table(table, sink)
+    return sink.getvalue().to_pybytes()
+
+
+def _read_parquet(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """An export's records as ``_read`` gives them: the header, then a label per row."""
+    pa = _pyarrow()
+    try:
+        table = pa.parquet.read_table(path)
+    except (OSError, pa.ArrowException) as e:
+        raise StoreError(f"{path}: cannot read it as Parquet ({e})") from None
+    meta = table.schema.metadata or {}
+    header = {"type": "header", "format": meta.get(b"format", b"").decode(errors="replace")}
+    return [(0, header)] + [(n, {"type": "label", **row})
+                            for n, row in enumerate(table.to_pylist(), 1)]
 
 
 def _read(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -111,7 +164,7 @@ def import_labels(store: Store, path: Path) -> tuple[int, int]:
     The whole file is checked before anything is written; the answers are then added in one
     transaction, so a failure leaves the store as it was.
     """
-    records = list(_read(path))
+    records = _read_parquet(path) if path.suffix.lower() == ".parquet" else list(_read(path))
     if not records or records[0][1].get("format") != FORMAT:
         raise StoreError(f"{path}: not an rlhf label export (its first line must be the "
                          f"{FORMAT!r} header)")
@@ -143,7 +196,7 @@ def import_labels(store: Store, path: Path) -> tuple[int, int]:
                       if k not in have and k not in new_clips})
     if missing:
         raise StoreError(f"{path}: {len(missing)} clips its labels use are neither in the "
-                         "target store nor in the file; export with --clips")
+                         "target store nor in the file; export with --clips (to a .jsonl file)")
     keys_of = {cid: key for key, cid in have.items()}
     present = {(frozenset((keys_of[a.clip_a], keys_of[a.clip_b])), a.annotator, a.created)
                for a in store.answered()}

@@ -86,6 +86,35 @@ def test_export_then_import_moves_every_answer_once(store_at, tmp_path):
         assert stats["alice"] == pytest.approx(4 / 7)
 
 
+def test_parquet_export_is_one_row_per_label_and_imports_where_the_clips_are(tmp_path):
+    """Other tools read the table as it is (pyarrow here); into a store that has the clips
+    (seeded from a JSONL export with clips) the Parquet file moves every answer once."""
+    import pyarrow.parquet as pq
+
+    table, seed = tmp_path / "labels.parquet", tmp_path / "seed.jsonl"
+    with _scripted(tmp_path / "s.sqlite") as source:
+        assert export_labels(source, table) == 11
+        with pytest.raises(StoreError, match="--clips needs a .jsonl file"):
+            export_labels(source, tmp_path / "c.parquet", clips=True)
+        before = sorted((a.annotator, a.choice, a.created) for a in source.answered())
+        assert import_labels(source, table) == (0, 11)  # into its own store: all there
+        export_labels(source, seed, clips=True)
+    read = pq.read_table(table)
+    assert read.num_rows == 11 and read.schema.metadata[b"format"] == b"rlhf-labels/1"
+    assert sorted(zip(read["annotator"].to_pylist(), read["choice"].to_pylist(),
+                      read["created"].to_pylist(), strict=True)) == before
+    with Store(tmp_path / "t.sqlite", create=True) as target:
+        with pytest.raises(StoreError, match="neither in the target store"):
+            import_labels(target, table)  # no clips there yet, and none in the table
+        assert import_labels(target, seed) == (11, 0)
+        assert import_labels(target, table) == (0, 11)  # the same answers: none twice
+    damaged = tmp_path / "damaged.parquet"
+    damaged.write_bytes(table.read_bytes()[: len(table.read_bytes()) // 2])
+    with Store(tmp_path / "t.sqlite") as target, pytest.raises(StoreError,
+                                                               match="cannot read it as Parquet"):
+        import_labels(target, damaged)
+
+
 def test_import_refuses_damaged_or_foreign_files_and_writes_nothing(tmp_path):
     out = tmp_path / "labels.jsonl"
     with _scripted(tmp_path / "s.sqlite") as store:
