@@ -280,6 +280,9 @@ class StoreConfig:
     ~/.pgpass."""
     run: str | None = None
     """The run's name on the server (default: the run directory's name)."""
+    retry_seconds: float = 300.0
+    """How long the trainer keeps trying while the server cannot be reached (a restart, a
+    network drop) before it saves a checkpoint and stops; 0: stop at once."""
 
 
 @dataclass

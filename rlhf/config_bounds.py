@@ -111,6 +111,7 @@ BOUNDS: dict[str, Bound] = {
     "reward.pseudo_threshold": Bound(0.5, 1, high_open=True),
     "reward.pseudo_clips": Bound(2, 100_000),
     "query.recent_clips": Bound(0, 10**7, why="newest clips candidates come from; 0 = all"),
+    "store.retry_seconds": Bound(0, 10**6, why="seconds the trainer waits for its server"),
     "query.overlap": Bound(1, 1000, why="annotators asked each pair"),
     "query.repeat_fraction": _fraction(high_open=True, why="share of each batch asked again"),
     "teacher.beta": Bound(0, math.inf, low_open=True, why="inf = perfectly rational"),

@@ -42,7 +42,8 @@ from rlhf.reward.model import FeatureSpec, RewardModel
 from rlhf.reward.trainer import FitStats, RewardTrainer
 from rlhf.rundir import Interrupted, RunDir, reserve_store, sigterm_raises_interrupt
 from rlhf.schedule import eval_iterations, iteration_ends, label_schedule
-from rlhf.store import Store, StoreCounts
+from rlhf.store import Store, StoreCounts, StoreUnavailable
+from rlhf.store_errors import RetryPolicy
 from rlhf.teachers import ScoreFn, Teacher, make_teacher
 from rlhf.wrappers import RelabelRollout
 
@@ -121,6 +122,8 @@ class Run:
         # before its first checkpoint): then it is created here (on a server: it was made by
         # reserve_store, and a resume finds it there or stops).
         self.store = Store(location, create=isinstance(location, Path))
+        self.store.retry = RetryPolicy(self.cfg.store.retry_seconds,
+                                       lambda line: self.bar.write(line))
         # One logger for the whole run (SB3 would make a new one, and drop what we
         # recorded, at every learn() call): its own curves and ours under rlhf/.
         with saving(self.dir.tensorboard):
@@ -394,6 +397,12 @@ def run(cfg: Config, *, teacher: Teacher | None = None, strategy: QueryStrategy 
         raise EnvError(f"{e}; {'checkpoint' if saved else 'labels so far'} saved at "
                        f"{int(r.sb3.num_timesteps)} timesteps. Fix the env, then resume "
                        f"with: rlhf train --resume {r.dir.path}") from None
+    except StoreUnavailable as e:
+        # The store's server stayed away past store.retry_seconds: saved as on SIGTERM.
+        saved = r.save_interrupted(done, rollout_size)
+        raise StoreUnavailable(f"{e}; {'checkpoint' if saved else 'labels so far'} saved at "
+                               f"{int(r.sb3.num_timesteps)} timesteps. Once the server is "
+                               f"back, resume with: rlhf train --resume {r.dir.path}") from None
     finally:
         with contextlib.suppress(ValueError):  # ValueError: not the main thread
             signal.signal(signal.SIGTERM, previous_sigterm)

@@ -37,6 +37,7 @@ from rlhf.store_errors import SQLITE_NOTADB as SQLITE_NOTADB
 from rlhf.store_errors import SQLITE_READONLY as SQLITE_READONLY
 from rlhf.store_errors import SQLITE_READONLY_DBMOVED as SQLITE_READONLY_DBMOVED
 from rlhf.store_errors import (
+    RetryPolicy,
     StoreError,
     _guarded,
     _read_only,
@@ -87,6 +88,9 @@ class Store(Opening, Claims):
     """
 
     dialect: Dialect = "sqlite"
+    retry: RetryPolicy | None = None
+    """Set by the trainer: how long a call keeps trying while the server cannot be reached
+    (None: a ``StoreUnavailable`` at once, as a viewer wants, which keeps its window)."""
 
     def __init__(self, location: str | Path | PgLocation, create: bool = False,
                  timeout: float = 30.0, readonly: bool = False):

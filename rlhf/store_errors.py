@@ -111,24 +111,87 @@ _S = TypeVar("_S", bound=_OnStore)
 def _guarded(method: Callable[Concatenate[_S, _P], _R]) -> Callable[Concatenate[_S, _P], _R]:
     """A database error in a store method (damage found on a query, a failing disk, a
     server gone) becomes a one-line StoreError, as it would at the open; a misuse of
-    sqlite3 or psycopg stays a bug."""
+    sqlite3 or psycopg stays a bug.
+
+    A store with a ``retry`` policy (the trainer's) calls a method again while its server
+    cannot be reached, until the policy's time is up; only the outermost store call
+    retries, and only once its transaction is over (rolled back: nothing half-written)."""
 
     @functools.wraps(method)
     def wrapper(self: _S, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        policy: RetryPolicy | None = getattr(self, "retry", None)
+        if policy is None or policy.depth:
+            return _converted(method, self, *args, **kwargs)
+        policy.depth += 1
         try:
-            return method(self, *args, **kwargs)
-        except sqlite3.DatabaseError as e:
-            if isinstance(e, sqlite3.ProgrammingError):
-                raise
-            raise StoreError(diagnose(self.path, e, "read")) from None  # type: ignore[arg-type]
-        except Exception as e:
-            from rlhf.store_pg import is_store_error, store_error  # imports this module
-
-            if not is_store_error(e):
-                raise
-            raise store_error(self.path, e, "read") from None  # type: ignore[arg-type]
+            while True:
+                try:
+                    result = _converted(method, self, *args, **kwargs)
+                except StoreUnavailable as e:
+                    policy.wait(e)  # raises once the time is up
+                    continue
+                policy.recovered()
+                return result
+        finally:
+            policy.depth -= 1
 
     return wrapper
+
+
+class RetryPolicy:
+    """How long a store keeps trying while its server cannot be reached (``store.
+    retry_seconds``), with a growing pause between tries (0.5 s doubling up to 10 s), and
+    a line to ``log`` when it starts waiting and when the server is back."""
+
+    def __init__(self, seconds: float, log: Callable[[str], None],
+                 clock: Callable[[], float] | None = None,
+                 sleep: Callable[[float], None] | None = None):
+        import time
+
+        self.seconds, self.log = seconds, log
+        self.clock, self.sleep = clock or time.monotonic, sleep or time.sleep
+        self.depth = 0
+        self.since: float | None = None
+        self.pause = 0.5
+
+    def wait(self, e: StoreUnavailable) -> None:
+        now = self.clock()
+        if self.since is None:
+            self.since, self.pause = now, 0.5
+            if self.seconds > 0:
+                self.log(f"rlhf: {e}; retrying for up to {self.seconds:g} s")
+        waited = now - self.since
+        if waited + self.pause > self.seconds:
+            self.since = None
+            if self.seconds <= 0:
+                raise e
+            raise StoreUnavailable(f"{e}; gave up after {waited:.0f} s of retrying "
+                                   "(store.retry_seconds)") from None
+        self.sleep(self.pause)
+        self.pause = min(2 * self.pause, 10.0)
+
+    def recovered(self) -> None:
+        if self.since is not None:
+            self.log(f"rlhf: the store is back after {self.clock() - self.since:.0f} s; "
+                     "carrying on")
+            self.since = None
+
+
+def _converted(method: Callable[Concatenate[_S, _P], _R], self: _S, *args: _P.args,
+               **kwargs: _P.kwargs) -> _R:
+    """``method``'s call, with database errors made into one-line StoreErrors."""
+    try:
+        return method(self, *args, **kwargs)
+    except sqlite3.DatabaseError as e:
+        if isinstance(e, sqlite3.ProgrammingError):
+            raise
+        raise StoreError(diagnose(self.path, e, "read")) from None  # type: ignore[arg-type]
+    except Exception as e:
+        from rlhf.store_pg import is_store_error, store_error  # imports this module
+
+        if not is_store_error(e):
+            raise
+        raise store_error(self.path, e, "read") from None  # type: ignore[arg-type]
 
 
 class _Transaction:
