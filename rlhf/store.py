@@ -48,6 +48,7 @@ from rlhf.store_errors import (
 from rlhf.store_errors import StoreUnavailable as StoreUnavailable
 from rlhf.store_open import Opening
 from rlhf.store_pg import PgLocation, PgTransaction, is_url
+from rlhf.store_queries import Queries
 from rlhf.store_schema import (
     CANDIDATES,
     LIVE_LABELS,
@@ -57,20 +58,19 @@ from rlhf.store_schema import (
     AnsweredPair,
     Dialect,
     Label,
-    Query,
     StoreCounts,
     decode_arrays,
     encode_arrays,
-    query_rows,
 )
 from rlhf.store_schema import SCHEMA_VERSION as SCHEMA_VERSION
+from rlhf.store_schema import Query as Query
 
 CHOICES: tuple[str, ...] = ("a", "b", "equal", "skip")
 # Preference target for each trainable choice: the probability that clip_a is better.
 MU = {"a": 1.0, "b": 0.0, "equal": 0.5}
 
 
-class Store(Opening, Claims):
+class Store(Opening, Claims, Queries):
     """One run's store: an SQLite file (``location`` a path) or a run's schema on a
     PostgreSQL server (a ``PgLocation``). Open one Store per process (and per thread).
 
@@ -257,85 +257,6 @@ class Store(Opening, Claims):
         if missing:
             raise StoreError(f"{self.path}: no clip with id {missing[0]}")
         return [found[i] for i in ids]
-
-    # -- queries -------------------------------------------------------------------------
-
-    @_guarded
-    def add_queries(self, pairs: list[tuple[int, int]], iteration: int) -> list[Query]:
-        now = time.time()
-        out = []
-        with self.transaction():
-            for a, b in pairs:
-                (qid,) = self.db.execute(
-                    "INSERT INTO queries (clip_a, clip_b, iteration, created) VALUES (?,?,?,?) "
-                    "RETURNING id", (int(a), int(b), int(iteration), now)).fetchone()
-                out.append(Query(qid, int(a), int(b), int(iteration)))
-        return out
-
-    @_guarded
-    def add_repeats(self, labels: list[AnsweredPair], iteration: int) -> list[Query]:
-        """Ask each label's pair again, to the same annotator only (``repeat_candidates``
-        says which may be): their self-consistency in ``rlhf annotators``."""
-        now = time.time()
-        out = []
-        with self.transaction():
-            for a in labels:
-                (qid,) = self.db.execute(
-                    "INSERT INTO queries (clip_a, clip_b, iteration, created, for_annotator, "
-                    "repeat_of) VALUES (?,?,?,?,?,?) RETURNING id",
-                    (a.clip_a, a.clip_b, int(iteration), now, a.annotator, a.label_id)
-                ).fetchone()
-                out.append(Query(qid, a.clip_a, a.clip_b, int(iteration), a.annotator,
-                                 a.label_id))
-        return out
-
-    @_guarded
-    def repeat_candidates(self) -> list[AnsweredPair]:
-        """Standing answers that may be asked again to the same person: named, not skips,
-        not repeats themselves, not repeated yet, and not that person's latest answer (so
-        a repeat, shown after the rest of their queue, never comes back to back)."""
-        if self.version < 3:
-            return []
-        return self._answered(
-            "WHERE e.choice != 'skip' AND e.annotator IS NOT NULL AND q.repeat_of IS NULL "
-            "AND NOT EXISTS (SELECT 1 FROM queries r WHERE r.repeat_of = e.id) "
-            "AND e.id < (SELECT MAX(m.id) FROM labels m WHERE m.annotator = e.annotator "
-            "AND m.choice != 'retract')")
-
-    @property
-    def _query_rows(self) -> str:
-        return query_rows(self.version)
-
-    @_guarded
-    def get_query(self, query_id: int) -> Query:
-        row = self.db.execute(f"{self._query_rows} WHERE q.id=?", (query_id,)).fetchone()
-        if row is None:
-            raise StoreError(f"no query with id {query_id} in {self.path}")
-        return Query(*row)
-
-    @_guarded
-    def queries(self) -> list[Query]:
-        """Every query, oldest first."""
-        return [Query(*row) for row in self.db.execute(f"{self._query_rows} ORDER BY q.id")]
-
-    @_guarded
-    def asked_pairs(self, clip_ids: list[int]) -> list[tuple[int, int]]:
-        """(clip_a, clip_b) of every query among ``clip_ids``."""
-        if len(clip_ids) < 2:
-            return []
-        # Filtered here, not in SQL: an IN (...) list of a large pool's ids would pass
-        # SQLite's limit on bound variables, and a run has far fewer queries than clips.
-        among = set(clip_ids)
-        return [(a, b) for a, b in self.db.execute("SELECT clip_a, clip_b FROM queries")
-                if a in among and b in among]
-
-    @_guarded
-    def pending_queries(self, limit: int | None = None) -> list[Query]:
-        """Queries without a standing label, oldest first."""
-        sql = f"{self._query_rows} WHERE {PENDING} ORDER BY q.id"
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
-        return [Query(*row) for row in self.db.execute(sql)]
 
     # -- labels --------------------------------------------------------------------------
 
