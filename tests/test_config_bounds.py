@@ -74,7 +74,8 @@ def _refused(override: str) -> str:
 
 def test_the_walk_finds_every_section():
     sections = {path.split(".")[0] for path, _ in NUMERIC if "." in path}
-    assert sections == {"env", "agent", "reward", "teacher", "query", "loop", "eval", "viewer"}
+    assert sections == {"env", "agent", "reward", "teacher", "query", "loop", "eval", "viewer",
+                        "store"}
     assert ("seed", False) in NUMERIC and ("reward.hidden", True) in NUMERIC
 
 
