@@ -99,6 +99,8 @@ STRATEGIES = ("random", "disagreement", "entropy")
 EXPERIMENTS = ("main", "sweep", "irrational", "noisy", "crowd", "queries", "sac-sweep",
                "sac-ablation")
 CROWD = ("teacher.kind=crowd", "teacher.crowd_mistakes=[0.0,0.0,0.0,0.0,0.4]")
+CROWD_CARELESS = 4
+"""The index of the member flipping 40% of answers (``sim-4``)."""
 """``crowd`` (issue 20): five simulated annotators, one of them flipping 40% of answers."""
 NOISY_MISTAKES = (0.2, 0.3, 0.1)
 """``noisy`` (issue 19): the B-Pref teacher at these mistake rates, each without and with
@@ -446,7 +448,8 @@ def report(out: Path) -> str:
               "accuracy on held-out labels; both the mean over the run's last 5 iterations.",
               ""]
     lines += _curves(rows, out)
-    lines += ["", *_sweep_summary(rows, ppo), *_queries_summary(rows, quality)]
+    lines += ["", *_sweep_summary(rows, ppo), *_queries_summary(rows, quality),
+              *_crowd_summary(rows, out)]
     text = "\n".join(lines) + "\n"
     atomic_write_text(out / "report.md", text)
     return text
@@ -553,6 +556,35 @@ def _queries_summary(rows: list[dict[str, Any]],
         return []
     labels = next(r["label_budget"] for r in rows if r["experiment"] == "queries")
     return ["", f"Query selection at {labels} labels, final return: " + "; ".join(parts) + "."]
+
+
+def _crowd_summary(rows: list[dict[str, Any]], out: Path) -> list[str]:
+    """Per crowd run: does ``rlhf annotators``' table single out the careless member (the
+    lowest agreement with the true return), and, with reliability weighting, the flip
+    rates the reward model estimated (from the run's status.json)."""
+    from rlhf.annotators import annotator_stats
+    from rlhf.store import Store
+
+    careless = f"sim-{CROWD_CARELESS}"
+    lines = []
+    for r in sorted((r for r in rows if r["experiment"] == "crowd"),
+                    key=lambda r: (r["group"], r["seed"])):
+        run = out / "runs" / r["name"]
+        if not (run / "store.sqlite").is_file():
+            continue
+        with Store(run / "store.sqlite", readonly=True) as store:
+            stats = annotator_stats(store.answered())
+        gold = {s.annotator: s.gold_agreement for s in stats if s.gold_agreement is not None}
+        lowest = min(gold, key=gold.__getitem__) if gold else None
+        rates = json.loads((run / "status.json").read_text()).get("annotator_flip_rates")
+        text = ", ".join(f"{k} {v:.0%}" for k, v in sorted(gold.items()))
+        flips = (", estimated flip rates " + ", ".join(f"{k} {v:.2f}" for k, v in
+                                                       sorted(rates.items()))) if rates else ""
+        verdict = "the careless one" if lowest == careless else "NOT the careless one"
+        lines.append(f"- {r['name']}: agreement with the true return {text}; lowest "
+                     f"{lowest} ({verdict}){flips}")
+    return ["", "Five simulated annotators (rlhf annotators on each run's store):", *lines] \
+        if lines else []
 
 
 def _machine() -> str:
