@@ -215,7 +215,8 @@ class QueryConfig:
     overlap: int = 1
     """How many different annotators answer each chosen pair (a team: their agreement, and
     what ``reward.annotator_reliability`` learns from). Every answer counts against
-    ``loop.total_labels``; with fewer people than this, the extra copies stay pending."""
+    ``loop.total_labels``; with fewer people than this, the extra copies stay pending (the
+    trainer never waits for them). A simulated crowd needs this many members."""
     repeat_fraction: float = 0.0
     """Share of each batch that asks a person again about a pair they answered earlier
     (shown after the rest of their queue, never back to back): their self-consistency in

@@ -254,6 +254,23 @@ def validate(cfg: Config) -> None:
     t = cfg.teacher
     _check(t.score is None or ":" in t.score, "teacher.score",
            f"must be 'module:function', got {t.score!r}")
+    _check_team(cfg)
+
+
+def _check_team(cfg: Config) -> None:
+    """``query.overlap`` asks each pair of that many different people: a simulated teacher
+    must have them."""
+    overlap, kind = cfg.query.overlap, cfg.teacher.kind
+    if overlap == 1:
+        return
+    if kind in ("oracle", "irrational"):
+        _check(False, "query.overlap", f"{overlap} asks each pair of {overlap} different "
+               f"annotators, but teacher.kind={kind} is one: use teacher.kind=crowd (or "
+               "human, for a team of people), or query.overlap=1")
+    members = len(cfg.teacher.crowd_mistakes)
+    _check(kind != "crowd" or overlap <= members, "query.overlap",
+           f"{overlap} asks each pair of {overlap} different annotators, but the crowd has "
+           f"{members} (teacher.crowd_mistakes); lower it or add members")
 
 
 def _check_store(cfg: Config) -> None:

@@ -129,12 +129,13 @@ def _read_parquet(path: Path) -> list[tuple[int, dict[str, Any]]]:
     pa = _pyarrow()
     try:
         table = pa.parquet.read_table(path)
-    except (OSError, pa.ArrowException) as e:
-        raise StoreError(f"{path}: cannot read it as Parquet ({e})") from None
+        rows = table.to_pylist()  # values past Python's range (a date) fail here
+    except (OSError, ValueError, OverflowError, pa.ArrowException) as e:
+        raise StoreError(f"{path}: cannot read it as Parquet ({' '.join(str(e).split())})"
+                         ) from None
     meta = table.schema.metadata or {}
     header = {"type": "header", "format": meta.get(b"format", b"").decode(errors="replace")}
-    return [(0, header)] + [(n, {"type": "label", **row})
-                            for n, row in enumerate(table.to_pylist(), 1)]
+    return [(0, header)] + [(n, {**row, "type": "label"}) for n, row in enumerate(rows, 1)]
 
 
 def _read(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -156,6 +157,32 @@ def _read(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 _LABEL_FIELDS = {"clip_a_key": str, "clip_b_key": str, "choice": str, "created": (int, float)}
+_OPTIONAL_FIELDS = {"annotator": str, "teacher": str, "response_time": (int, float),
+                    "shown_swapped": bool}
+"""A label record's fields that may be missing or null, and their types otherwise."""
+
+
+def _check_label(r: dict[str, Any], where: str) -> None:
+    """One line naming the field of a label record that is missing, mistyped or not finite."""
+    for name, kind in _LABEL_FIELDS.items():
+        if not isinstance(r.get(name), kind) or isinstance(r.get(name), bool):
+            raise StoreError(f"{where}: a label record without a valid {name!r}")
+    for name, kind in _OPTIONAL_FIELDS.items():
+        value = r.get(name)
+        if value is not None and (not isinstance(value, kind) or (
+                kind is not bool and isinstance(value, bool))):
+            raise StoreError(f"{where}: a label record's {name!r} must be a "
+                             f"{_kind_name(kind)} or null, got {type(value).__name__}")
+    for name in ("created", "response_time"):
+        if r.get(name) is not None and not math.isfinite(r[name]):
+            raise StoreError(f"{where}: a label record whose {name!r} is not finite")
+    if r["choice"] not in ("a", "b", "equal", "skip"):
+        raise StoreError(f"{where}: choice must be a, b, equal or skip (got {r['choice']!r})")
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    return "number" if isinstance(kind, tuple) else {"str": "string"}.get(kind.__name__,
+                                                                          kind.__name__)
 
 
 def import_labels(store: Store, path: Path) -> tuple[int, int]:
@@ -182,12 +209,7 @@ def import_labels(store: Store, path: Path) -> tuple[int, int]:
                                  "file was changed)")
             new_clips[r["key"]] = clip
         elif r.get("type") == "label":
-            for name, kind in _LABEL_FIELDS.items():
-                if not isinstance(r.get(name), kind):
-                    raise StoreError(f"{path}:{n}: a label record without a valid {name!r}")
-            if r["choice"] not in ("a", "b", "equal", "skip") or not math.isfinite(r["created"]):
-                raise StoreError(f"{path}:{n}: choice must be a, b, equal or skip "
-                                 f"(got {r['choice']!r})")
+            _check_label(r, f"{path}:{n}")
             labels.append(r)
         else:
             raise StoreError(f"{path}:{n}: unknown record type {r.get('type')!r}")

@@ -138,11 +138,12 @@ class Run:
         """Select n pairs from the recent clips, store them, and have the teacher label them.
 
         A person labelling synchronously (``teacher.asynchronous: false``) is waited for
-        until no query is pending, including queries asked before a resume (n may be 0).
+        until no query is awaited, including queries asked before a resume (n may be 0);
+        a team's extra copies and repeats are not waited for (``StoreCounts.awaited``).
         """
         self._ask(n, iteration)
         if not self.teacher.synchronous and not self.asynchronous:
-            self.wait_for_labels(lambda c: c.pending == 0, lambda c: c.pending)
+            self.wait_for_labels(lambda c: c.awaited == 0, lambda c: c.awaited)
 
     def _ask(self, n: int, iteration: int) -> None:
         pool = list(self.envs.collector.pool)
@@ -190,8 +191,8 @@ class Run:
         for _ in range(5 if self.teacher.synchronous else 10**9):
             if self.asynchronous:
                 self.wait_for_labels(
-                    lambda c: trainable(c) >= need or c.pending == 0,
-                    lambda c: max(0, min(need - trainable(c), c.pending)))
+                    lambda c: trainable(c) >= need or c.awaited == 0,
+                    lambda c: max(0, min(need - trainable(c), c.awaited)))
             stats = self.fit()
             if stats is not None:
                 return stats

@@ -82,17 +82,14 @@ class PreferenceLearner:
     def _choose_repeats(self, n: int) -> list[AnsweredPair]:
         """About ``repeat_fraction * n`` earlier answers to ask again (rounded at random, so
         small batches repeat at the same rate on average); none at 0, drawing nothing.
-
-        One or more extra, where that leaves a whole number of ``overlap`` copies of new
-        pairs (no pair short of its annotators)."""
+        Only answers the teacher can give again (its ``annotators``; a person: anyone's)."""
         if not self.repeat_fraction:
             return []
         share = self.repeat_fraction * n
         k = int(share) + int(self.rng.random() < share - int(share))
-        candidates = self.store.repeat_candidates() if k else []
+        candidates = (self.store.repeat_candidates(getattr(self.teacher, "annotators", None))
+                      if k else [])
         k = min(k, len(candidates))
-        if k and (n - k) % self.overlap and k + (n - k) % self.overlap <= len(candidates):
-            k += (n - k) % self.overlap
         if not k:
             return []
         chosen = self.rng.choice(len(candidates), size=k, replace=False)

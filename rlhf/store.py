@@ -50,6 +50,7 @@ from rlhf.store_open import Opening
 from rlhf.store_pg import PgLocation, PgTransaction, is_url
 from rlhf.store_queries import Queries
 from rlhf.store_schema import (
+    AWAITED,
     CANDIDATES,
     LIVE_LABELS,
     META,
@@ -384,10 +385,14 @@ class Store(Opening, Claims, Queries):
     @_guarded
     def counts(self) -> StoreCounts:
         """What the store holds, read in one statement (one consistent snapshot)."""
-        clips, queries, labels, skipped, events = self.db.execute(
+        awaited = (f"(SELECT COUNT(*) FROM queries q WHERE {AWAITED})" if self.version >= 3
+                   else "NULL")
+        clips, queries, labels, skipped, events, waits = self.db.execute(
             "SELECT (SELECT COUNT(*) FROM clips), (SELECT COUNT(*) FROM queries), "
             f"(SELECT COUNT(*) FROM ({STANDING_LABELS}) st), "
             f"(SELECT COUNT(*) FROM ({STANDING_LABELS}) st WHERE choice='skip'), "
-            "(SELECT COUNT(*) FROM labels)").fetchone()
+            f"(SELECT COUNT(*) FROM labels), {awaited}").fetchone()
+        pending = queries - labels
         return StoreCounts(clips=clips, queries=queries, labels=labels, skipped=skipped,
-                           pending=queries - labels, label_events=events)
+                           pending=pending, awaited=pending if waits is None else waits,
+                           label_events=events)

@@ -20,25 +20,22 @@ from typing import TYPE_CHECKING
 
 from rlhf.store_errors import StoreError, _guarded
 from rlhf.store_pg import PgLocation
-from rlhf.store_schema import PENDING, Query, query_rows
+from rlhf.store_schema import PENDING, SAME_PAIR, Query, pair_answered, query_rows
 
 if TYPE_CHECKING:
     from rlhf.store_errors import _Transaction
 
 
-_SAME_PAIR = ("((s.clip_a = q.clip_a AND s.clip_b = q.clip_b) OR "
-              "(s.clip_a = q.clip_b AND s.clip_b = q.clip_a))")
 _FOR_THIS_PERSON = (
     # addressed to nobody, or to this annotator (parameter 1)
     "(q.for_annotator IS NULL OR q.for_annotator = ?) "
     # a repeat, or a pair this annotator (parameter 2) has no live label on
-    "AND (q.repeat_of IS NOT NULL OR NOT EXISTS (SELECT 1 FROM queries s "
-    f"JOIN labels l ON l.query_id = s.id WHERE {_SAME_PAIR} AND l.annotator = ? "
-    "AND l.choice != 'retract' AND NOT EXISTS (SELECT 1 FROM labels r WHERE r.retracts = l.id))) "
-    # and not another copy of a pair this viewer (parameter 3) holds a live claim on (4: now)
-    f"AND NOT EXISTS (SELECT 1 FROM queries s WHERE s.id != q.id AND {_SAME_PAIR} "
-    "AND s.claimed_by = ? AND s.claimed_until > ?)")
-"""A condition on ``queries q`` for ``claim_next_query``, with four parameters."""
+    f"AND (q.repeat_of IS NOT NULL OR NOT {pair_answered(by=True)}) "
+    # and not another copy of a pair this viewer (parameter 3) or this annotator (4) holds
+    # a live claim on (5: now)
+    f"AND NOT EXISTS (SELECT 1 FROM queries s WHERE s.id != q.id AND {SAME_PAIR} "
+    "AND (s.claimed_by = ? OR s.claimed_annotator = ?) AND s.claimed_until > ?)")
+"""A condition on ``queries q`` for ``claim_next_query``, with five parameters."""
 
 
 class Claims:
@@ -59,12 +56,13 @@ class Claims:
         def _append_retraction(self, label_id: int, teacher: str, live: bool,
                                annotator: str | None = None) -> tuple[int, int] | None: ...
 
-    def _claim(self, query_id: int, viewer: str | None, lease: float = 0.0) -> None:
-        """Inside a transaction: ``viewer`` holds ``query_id`` for ``lease`` seconds from
-        now (None: nobody does)."""
+    def _claim(self, query_id: int, viewer: str | None, lease: float = 0.0,
+               annotator: str | None = None) -> None:
+        """Inside a transaction: ``viewer`` (with ``annotator`` at it) holds ``query_id`` for
+        ``lease`` seconds from now (None: nobody does)."""
         until = None if viewer is None else time.time() + lease
-        self.db.execute("UPDATE queries SET claimed_by=?, claimed_until=? WHERE id=?",
-                        (viewer, until, query_id))
+        self.db.execute("UPDATE queries SET claimed_by=?, claimed_until=?, claimed_annotator=? "
+                        "WHERE id=?", (viewer, until, annotator, query_id))
 
     @_guarded
     def claim_next_query(self, viewer: str, lease: float, exclude: Sequence[int] = (),
@@ -88,10 +86,10 @@ class Claims:
                 "OR q.claimed_until IS NULL OR q.claimed_until <= ?) "
                 f"{not_in} AND {PENDING} AND {_FOR_THIS_PERSON} "
                 "ORDER BY (q.repeat_of IS NOT NULL), q.id LIMIT 1",
-                (viewer, now, *skip, annotator, annotator, viewer, now)).fetchone()
+                (viewer, now, *skip, annotator, annotator, viewer, annotator, now)).fetchone()
             if row is None:
                 return None
-            self._claim(row[0], viewer, lease)
+            self._claim(row[0], viewer, lease, annotator)
         return Query(*row)
 
     @_guarded
@@ -104,7 +102,8 @@ class Claims:
     @_guarded
     def release_claims(self, viewer: str, query_ids: Sequence[int] | None = None) -> None:
         """Give back ``viewer``'s claims (all of them, or those on ``query_ids``)."""
-        sql = "UPDATE queries SET claimed_by=NULL, claimed_until=NULL WHERE claimed_by=?"
+        sql = ("UPDATE queries SET claimed_by=NULL, claimed_until=NULL, claimed_annotator=NULL "
+               "WHERE claimed_by=?")
         args: list[object] = [viewer]
         if query_ids is not None:
             ids = [int(i) for i in query_ids]
@@ -156,5 +155,5 @@ class Claims:
             if retracted is None:
                 raise StoreError(f"cannot undo label {label_id}: no such standing label")
             query_id, _ = retracted
-            self._claim(query_id, viewer, lease)
+            self._claim(query_id, viewer, lease, annotator)
         return self.get_query(query_id)

@@ -134,6 +134,7 @@ def _guarded(method: Callable[Concatenate[_S, _P], _R]) -> Callable[Concatenate[
                 return result
         finally:
             policy.depth -= 1
+            policy.since = None  # whatever ended the call ended the outage it was in
 
     return wrapper
 

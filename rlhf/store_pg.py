@@ -108,7 +108,9 @@ def describe(location: PgLocation, e: BaseException,
     detail = " ".join(str(e).split()) or type(e).__name__
     kept = ("nothing of this change was written, earlier labels are intact"
             if doing == "write" else "nothing was changed")
-    if isinstance(e, psycopg.OperationalError):
+    if isinstance(e, psycopg.errors.DiskFull):
+        return f"{location}: the server's disk is full ({detail}); {kept}"
+    if connection_lost(e):
         if doing == "open":
             parts = urlsplit(location.url)
             server = f"{parts.hostname or 'the local socket'}:{parts.port or 5432}"
@@ -117,8 +119,6 @@ def describe(location: PgLocation, e: BaseException,
                     "~/.pgpass)")
         return (f"{location}: lost the connection to the PostgreSQL server ({detail}); "
                 f"{kept}. Once the server is back, the next try reconnects")
-    if isinstance(e, psycopg.errors.DiskFull):
-        return f"{location}: the server's disk is full ({detail}); {kept}"
     if isinstance(e, psycopg.errors.InsufficientPrivilege):
         return (f"{location}: the database user may not do this ({detail}); grant it "
                 "the rights on the run's schema, or use another user")
@@ -132,8 +132,31 @@ def store_error(location: PgLocation, e: BaseException,
                 doing: Literal["open", "read", "write"]) -> StoreError:
     """``describe``'s line as the error to raise: ``StoreUnavailable`` when the server cannot
     be reached (worth trying again later), else a ``StoreError``."""
-    unreachable = isinstance(e, sys.modules["psycopg"].OperationalError)
-    return (StoreUnavailable if unreachable else StoreError)(describe(location, e, doing))
+    return (StoreUnavailable if transient(e) else StoreError)(describe(location, e, doing))
+
+
+# SQLSTATEs of a server going away: class 08 (connection exceptions) and the shutdowns.
+_GONE = ("08", "57P01", "57P02", "57P03")
+
+
+def connection_lost(e: BaseException) -> bool:
+    """Whether ``e`` says the server cannot be reached (worth trying again once it is
+    back): a connection failure (libpq's have no SQLSTATE) or a server shutting down; not
+    an error the server gave and would give again (a full disk, a cancelled statement)."""
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is None or not isinstance(e, psycopg.OperationalError):
+        return False
+    state = getattr(e, "sqlstate", None)
+    return state is None or state.startswith(_GONE)
+
+
+_CONTENDED = ("55P03", "40001", "40P01")  # a lock wait timed out; a serialization failure
+
+
+def transient(e: BaseException) -> bool:
+    """Whether the same call may work if tried again later, nothing having been written:
+    the server is away (``connection_lost``) or the transaction lost a race for a lock."""
+    return connection_lost(e) or getattr(e, "sqlstate", None) in _CONTENDED
 
 
 def is_store_error(e: BaseException) -> bool:
@@ -224,18 +247,37 @@ class PgTransaction:
     def __init__(self, db: PgConnection):
         self.db = db
         self._tx: Any = None
+        self.xid: int | None = None
 
     def __enter__(self) -> None:
         try:
             self._tx = self.db._live().transaction()
             self._tx.__enter__()
             self.db.in_transaction = True
-            self.db.conn.execute("SELECT pg_advisory_xact_lock(%s)", (self.db.key,))
+            # The transaction's id too: should the connection drop during COMMIT, the
+            # server can say afterwards whether it committed (no write done twice).
+            self.xid = self.db.conn.execute("SELECT txid_current() FROM (SELECT "
+                                            "pg_advisory_xact_lock(%s)) lock",
+                                            (self.db.key,)).fetchone()[0]
         except Exception as e:
             self._end(type(e), e, None)
             if is_store_error(e):
                 raise store_error(self.db.location, e, "write") from None
             raise
+
+    def _committed_after_all(self, e: BaseException) -> bool:
+        """The connection was lost during COMMIT: ask the server (on a new connection)
+        whether the transaction committed. False: it did not (a retry is safe). A server
+        still away leaves it unknown: a StoreError, which nothing retries."""
+        self.db.close()
+        try:
+            row = self.db._live().execute("SELECT txid_status(%s)", (self.xid,)).fetchone()
+        except Exception:
+            raise StoreError(f"{self.db.location}: the connection to the PostgreSQL server "
+                             f"was lost while committing ({' '.join(str(e).split())}); "
+                             "whether this change was saved is known once the server is "
+                             "back: check, then resume") from None
+        return row is not None and row[0] == "committed"
 
     def _end(self, exc_type: Any, exc: Any, tb: Any) -> None:
         tx, self._tx = self._tx, None
@@ -247,6 +289,8 @@ class PgTransaction:
         try:
             self._end(exc_type, exc, tb)
         except Exception as e:
+            if exc_type is None and connection_lost(e) and self._committed_after_all(e):
+                return  # the server committed; only its answer was lost
             if is_store_error(e):
                 raise store_error(self.db.location, e, "write") from None
             raise

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rlhf.store_errors import StoreError, _guarded
 from rlhf.store_pg import PgLocation
-from rlhf.store_schema import PENDING, AnsweredPair, Query, query_rows
+from rlhf.store_schema import LIVE_LABELS, PENDING, AnsweredPair, Query, query_rows
 
 if TYPE_CHECKING:
     from rlhf.store_errors import _Transaction
@@ -62,17 +63,26 @@ class Queries:
         return out
 
     @_guarded
-    def repeat_candidates(self) -> list[AnsweredPair]:
-        """Standing answers that may be asked again to the same person: named, not skips,
-        not repeats themselves, not repeated yet, and not that person's latest answer (so
-        a repeat, shown after the rest of their queue, never comes back to back)."""
+    def repeat_candidates(self, annotators: Collection[str] | None = None
+                          ) -> list[AnsweredPair]:
+        """Standing answers that may be asked again to the same person: named (one of
+        ``annotators``, where the teacher can only answer as those), not skips, not repeats
+        themselves, their pair not yet repeated to that person, and not that person's
+        latest live answer (so a repeat, shown after the rest of their queue, never comes
+        back to back)."""
         if self.version < 3:
             return []
-        return self._answered(
+        found = self._answered(
             "WHERE e.choice != 'skip' AND e.annotator IS NOT NULL AND q.repeat_of IS NULL "
-            "AND NOT EXISTS (SELECT 1 FROM queries r WHERE r.repeat_of = e.id) "
-            "AND e.id < (SELECT MAX(m.id) FROM labels m WHERE m.annotator = e.annotator "
-            "AND m.choice != 'retract')")
+            "AND NOT EXISTS (SELECT 1 FROM queries r WHERE r.repeat_of IS NOT NULL AND "
+            "r.for_annotator = e.annotator AND ((r.clip_a = q.clip_a AND r.clip_b = q.clip_b) "
+            "OR (r.clip_a = q.clip_b AND r.clip_b = q.clip_a))) "
+            f"AND e.id < (SELECT MAX(m.id) FROM ({LIVE_LABELS}) m "
+            "WHERE m.annotator = e.annotator)")
+        if annotators is None:
+            return found
+        allowed = set(annotators)
+        return [a for a in found if a.annotator in allowed]
 
     @property
     def _query_rows(self) -> str:

@@ -18,7 +18,8 @@ import numpy as np
 
 SCHEMA_VERSION = 3
 """1: clips, queries, labels. 2: labels carry the annotator (the person) who gave them.
-3: a query can be addressed to one annotator and re-ask one of their labels (a repeat)."""
+3: a query can be addressed to one annotator and re-ask one of their labels (a repeat); a
+claim records the annotator as well as the viewer."""
 
 Dialect = Literal["sqlite", "postgresql"]
 
@@ -47,7 +48,8 @@ CREATE TABLE IF NOT EXISTS queries (
     claimed_by TEXT,
     claimed_until {REAL},
     for_annotator TEXT,
-    repeat_of INTEGER
+    repeat_of INTEGER,
+    claimed_annotator TEXT
 );
 CREATE TABLE IF NOT EXISTS labels (
     id {ID},
@@ -67,7 +69,8 @@ CREATE INDEX IF NOT EXISTS queries_pair ON queries(clip_a, clip_b)
 
 MIGRATIONS: dict[int, tuple[tuple[str, str, str], ...]] = {
     2: (("labels", "annotator", "TEXT"),),
-    3: (("queries", "for_annotator", "TEXT"), ("queries", "repeat_of", "INTEGER")),
+    3: (("queries", "for_annotator", "TEXT"), ("queries", "repeat_of", "INTEGER"),
+        ("queries", "claimed_annotator", "TEXT")),
 }
 """version -> the columns (table, column, type) that bring a store of version - 1 to it.
 Added where missing, so a store half-upgraded by hand (or faked old) migrates too."""
@@ -148,6 +151,26 @@ PENDING = f"NOT EXISTS (SELECT 1 FROM ({LIVE_LABELS}) e WHERE e.query_id = q.id)
 """A condition on ``queries q``: no label stands for it."""
 
 
+SAME_PAIR = ("((s.clip_a = q.clip_a AND s.clip_b = q.clip_b) OR "
+             "(s.clip_a = q.clip_b AND s.clip_b = q.clip_a))")
+"""A condition: query ``s`` asks about the same two clips as query ``q`` (either order)."""
+
+
+def pair_answered(by: bool = False) -> str:
+    """A condition on ``queries q``: a live label stands on some query of the same pair
+    (``by``: one given by the annotator a ``?`` parameter names)."""
+    who = "AND l.annotator = ? " if by else ""
+    return ("EXISTS (SELECT 1 FROM queries s JOIN labels l ON l.query_id = s.id WHERE "
+            f"{SAME_PAIR} {who}AND l.choice != 'retract' AND NOT EXISTS "
+            "(SELECT 1 FROM labels r WHERE r.retracts = l.id))")
+
+
+AWAITED = f"{PENDING} AND q.repeat_of IS NULL AND NOT {pair_answered()}"
+"""A condition on ``queries q`` (schema 3): a pending query the trainer waits for. Extra
+copies of a pair someone answered (``query.overlap``) and repeats are answered when their
+people come, and never waited for: nobody may be there to take them."""
+
+
 @dataclass(frozen=True)
 class Query:
     """A pair of stored clips to be compared."""
@@ -209,6 +232,9 @@ class StoreCounts:
     """Of those, the ones whose standing label is a skip."""
     pending: int
     """Queries no label stands for."""
+    awaited: int
+    """Of those, the ones the trainer waits for (``AWAITED``): not repeats, and no copy of
+    their pair answered yet."""
     label_events: int
     """Label rows ever appended: labels, retracted ones and the retractions."""
 

@@ -23,6 +23,7 @@ from rlhf.config import ConfigError, TeacherConfig
 from rlhf.faults import failpoint
 from rlhf.registry import lookup, make
 from rlhf.store import Query, Store
+from rlhf.store_schema import AnsweredPair
 
 ScoreFn = Callable[[Clip], np.ndarray]
 """Per-step scores (T,) of a clip; the sum is the clip's return for the teacher."""
@@ -34,7 +35,13 @@ def true_reward(clip: Clip) -> np.ndarray:
 
 
 class Teacher(Protocol):
-    """Something that answers queries by writing labels into the store."""
+    """Something that answers queries by writing labels into the store.
+
+    A teacher may also say, as ``annotators`` (a tuple of names), whom it answers as: only
+    their earlier answers are asked again (``query.repeat_fraction``), and it leaves
+    queries addressed to anyone else alone. Without it (a person in the viewer, most
+    custom teachers), anyone's may be.
+    """
 
     name: str
     synchronous: bool
@@ -95,7 +102,12 @@ class SimulatedTeacher:
         """B-Pref's scale for relative thresholds: |mean return| of ``clips``."""
         return abs(float(np.mean([self.clip_return(c) for c in clips]))) if clips else 1.0
 
+    @property
+    def annotators(self) -> tuple[str, ...]:
+        return (self.name,)  # its labels carry its name as their annotator
+
     def ask(self, store: Store, queries: Sequence[Query], clips: dict[int, Clip]) -> None:
+        queries = [q for q in queries if q.for_annotator in (None, self.name)]
         scale = 1.0
         if self.relative_thresholds:
             ids = sorted({i for q in queries for i in (q.clip_a, q.clip_b)})
@@ -119,14 +131,23 @@ class CrowdTeacher:
         if not members:
             raise ConfigError("teacher.crowd_mistakes: a crowd needs at least one annotator")
         self.members, self.rng = list(members), rng
+        self.annotators = tuple(m.name for m in self.members)
 
     def ask(self, store: Store, queries: Sequence[Query], clips: dict[int, Clip]) -> None:
+        # A query addressed to someone outside the crowd is not theirs to answer.
+        queries = [q for q in queries if q.for_annotator in (None, *self.annotators)]
         first = self.members[0]
         scale = 1.0
         if first.relative_thresholds:
             ids = sorted({i for q in queries for i in (q.clip_a, q.clip_b)})
             scale = first.margin([clips[i] for i in ids])
+        # Who has answered each pair already, in the store (a batch a stop cut short) and
+        # then in this batch: nobody answers the same pair twice, repeats aside.
         answered: dict[tuple[int, int], set[int]] = defaultdict(set)
+        pairs = {_pair(q) for q in queries if q.for_annotator is None}
+        for a in store.answered() if pairs else ():
+            if (pair := _pair(a)) in pairs and a.annotator in self.annotators:
+                answered[pair].add(self.annotators.index(a.annotator))
         who = self.rng.integers(len(self.members), size=len(queries))
         for i, (q, k) in enumerate(zip(queries, who, strict=True)):
             if i == len(queries) // 2:
@@ -141,14 +162,19 @@ class CrowdTeacher:
         """Which member answers ``query``: the one it is addressed to (a repeat), else the
         one ``drawn`` at random, moved on to the next member who has not answered this pair
         in the batch yet (``query.overlap``: several people per pair), while there is one."""
-        names = [m.name for m in self.members]
+        names = self.annotators
         if query.for_annotator in names:
             return names.index(query.for_annotator)
-        taken = answered[(min(query.clip_a, query.clip_b), max(query.clip_a, query.clip_b))]
+        taken = answered[_pair(query)]
         k = next((j % len(names) for j in range(drawn, drawn + len(names))
                   if j % len(names) not in taken), drawn)
         taken.add(k)
         return k
+
+
+def _pair(q: Query | AnsweredPair) -> tuple[int, int]:
+    """The unordered pair of clips a query (or an answer) is about."""
+    return min(q.clip_a, q.clip_b), max(q.clip_a, q.clip_b)
 
 
 def _crowd(cfg: TeacherConfig, rng: np.random.Generator, score: ScoreFn) -> Teacher:

@@ -65,7 +65,7 @@ def trial(run_dir: Path, kind: str, rng: random.Random, duration: float,
                              text=True, timeout=600)
     tracebacks += int("Traceback" in resumed.stderr)
     after = labels(run_dir)
-    counts, pairs = StoreCounts(0, 0, 0, 0, 0, 0), []
+    counts, pairs = StoreCounts(0, 0, 0, 0, 0, 0, 0), []
     if (run_dir / "store.sqlite").exists():
         with Store(run_dir / "store.sqlite") as store:
             counts = store.counts()

@@ -108,6 +108,21 @@ def test_parquet_export_is_one_row_per_label_and_imports_where_the_clips_are(tmp
             import_labels(target, table)  # no clips there yet, and none in the table
         assert import_labels(target, seed) == (11, 0)
         assert import_labels(target, table) == (0, 11)  # the same answers: none twice
+    # Hostile tables: each refused in one line, nothing written.
+    import pyarrow as pa
+
+    for column, values, message in (
+            ("response_time", ["fast"] * 11, "'response_time' must be a number or null"),
+            ("annotator", [["x"]] * 11, "'annotator' must be a string or null"),
+            ("created", [float("nan")] * 11, "'created' is not finite"),
+            ("type", ["clip"] * 11, "neither in the target store")):
+        hostile = tmp_path / f"hostile-{column}.parquet"
+        t = read.drop_columns([column]) if column in read.column_names else read
+        pq.write_table(t.append_column(column, pa.array(values)).replace_schema_metadata(
+            read.schema.metadata), hostile)
+        with Store(tmp_path / "empty.sqlite", create=True) as empty, \
+                pytest.raises(StoreError, match=message):
+            import_labels(empty, hostile)
     damaged = tmp_path / "damaged.parquet"
     damaged.write_bytes(table.read_bytes()[: len(table.read_bytes()) // 2])
     with Store(tmp_path / "t.sqlite") as target, pytest.raises(StoreError,

@@ -77,3 +77,16 @@ def test_exponent_numbers_without_a_dot_are_numbers(tmp_path):
     path.write_text("reward:\n  lr: 1e-3\nagent:\n  kwargs:\n    learning_rate: 2E-5\n")
     cfg = load_config(path)
     assert cfg.reward.lr == 1e-3 and cfg.agent.kwargs["learning_rate"] == 2e-5
+
+
+def test_overlap_needs_as_many_simulated_annotators():
+    import pytest
+
+    from rlhf.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="query.overlap: 2 .*teacher.kind=oracle is one"):
+        load_config(overrides=["query.overlap=2"])
+    with pytest.raises(ConfigError, match="the crowd has 2"):
+        load_config(overrides=["query.overlap=3", "teacher.kind=crowd",
+                               "teacher.crowd_mistakes=[0,0.1]"])
+    assert load_config(overrides=["query.overlap=3", "teacher.kind=human"]).query.overlap == 3

@@ -122,3 +122,44 @@ def test_a_store_with_a_retry_policy_rides_out_a_restart_and_gives_up_in_time(cl
         cluster.start()
     assert store.counts().labels == 1  # nothing half-written; the store carries on
     store.close()
+
+
+def test_a_commit_whose_answer_is_lost_is_not_written_twice(cluster, monkeypatch):
+    """The server commits, then the connection drops before the client hears it: the store
+    asks the server whether the transaction committed instead of doing it again."""
+    import psycopg
+
+    store = Store(PgLocation(cluster.url, f"ack-{time.time_ns()}"), create=True)
+    store.retry = RetryPolicy(30, lambda line: None)
+    rng = np.random.default_rng(1)
+    a, b = store.add_clips([Clip(obs=rng.normal(size=(3, 2)), actions=rng.normal(size=(3, 1)),
+                                 rewards=rng.normal(size=3), dones=np.zeros(3, bool),
+                                 last_obs=rng.normal(size=2)) for _ in range(2)])
+    commit = psycopg.Transaction.__exit__
+    armed = [True]
+
+    def commit_then_lose_the_answer(self, exc_type, exc, tb):
+        out = commit(self, exc_type, exc, tb)
+        if exc_type is None and armed[0]:
+            armed[0] = False
+            self._conn.close()  # as a dropped connection would leave it
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+        return out
+
+    monkeypatch.setattr(psycopg.Transaction, "__exit__", commit_then_lose_the_answer)
+    (q,) = store.add_queries([(a.id, b.id)], 0)
+    monkeypatch.undo()
+    assert not armed[0] and [x.id for x in store.queries()] == [q.id]  # once, not twice
+    store.close()
+
+
+def test_only_a_server_going_away_is_worth_retrying():
+    import psycopg
+
+    from rlhf.store_pg import store_error
+
+    location = PgLocation("postgresql://u@h/db", "r")
+    assert isinstance(store_error(location, psycopg.OperationalError("gone"), "write"),
+                      StoreUnavailable)
+    full = store_error(location, psycopg.errors.DiskFull("could not extend file"), "write")
+    assert not isinstance(full, StoreUnavailable) and "disk is full" in str(full)

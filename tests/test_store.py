@@ -146,9 +146,9 @@ def test_counts_is_a_typed_record_with_the_json_keys(store_at):
         counts = store.counts()
     assert isinstance(counts, StoreCounts)
     assert counts.as_dict() == {"clips": 0, "queries": 0, "labels": 0, "skipped": 0,
-                                "pending": 0, "label_events": 0}
+                                "pending": 0, "awaited": 0, "label_events": 0}
     assert list(counts.as_dict()) == ["clips", "queries", "labels", "skipped", "pending",
-                                      "label_events"]
+                                      "awaited", "label_events"]
 
 
 def test_asked_pairs_over_a_pool_larger_than_sqlites_variable_limit(tmp_path):
@@ -217,19 +217,25 @@ def test_copies_of_a_pair_go_to_different_people_and_repeats_to_the_same_one_las
     a1, a2, b = store.add_queries([(c[0].id, c[1].id), (c[0].id, c[1].id),
                                    (c[1].id, c[2].id)], 0)
     assert store.claim_next_query("va", 30, annotator="alice") == a1
-    # Not the other copy of the pair this viewer holds, even before answering it.
+    # Not the other copy of the pair this viewer holds, even before answering it, nor to
+    # alice's second window.
     assert store.claim_next_query("va", 30, exclude=[a1.id], annotator="alice") == b
+    assert store.claim_next_query("va2", 30, annotator="alice") is None
     assert store.add_viewer_label(a1.id, "a", "human", annotator="alice") is not None
     assert store.claim_next_query("va", 30, exclude=[b.id], annotator="alice") is None
+    # The trainer waits for b, not for a's second copy: nobody may be there to answer it.
+    assert (store.counts().pending, store.counts().awaited) == (2, 1)
     assert store.claim_next_query("vb", 30, annotator="bob") == a2  # the pair's 2nd person
     assert store.add_viewer_label(a2.id, "b", "human", annotator="bob") is not None
     assert store.repeat_candidates() == []  # each person's only answer is their latest
     assert store.add_viewer_label(b.id, "a", "human", annotator="alice") is not None
     (first,) = store.repeat_candidates()  # alice's first answer, not her latest
     assert (first.query_id, first.annotator) == (a1.id, "alice")
+    assert store.repeat_candidates(annotators=["bob"]) == []  # a teacher answering as bob
     (repeat,) = store.add_repeats([first], 1)
     assert (repeat.for_annotator, repeat.repeat_of) == ("alice", first.label_id)
     assert store.repeat_candidates() == []  # asked again once, not twice
+    assert store.counts().awaited == 0  # a repeat is never waited for
     (fresh,) = store.add_queries([(c[0].id, c[2].id)], 1)
     assert store.claim_next_query("vb", 30, annotator="bob") == fresh  # not alice's repeat
     store.release_claims("vb")
@@ -241,6 +247,25 @@ def test_copies_of_a_pair_go_to_different_people_and_repeats_to_the_same_one_las
     assert (rows["alice"].self_consistency, rows["alice"].self_consistency_n) == (0.0, 1)
     assert (rows["alice"].agreement, rows["bob"].agreement) == (0.5, 0.5)  # on pair a
     assert store.counts().pending == 1  # the fresh pair, still held by alice's viewer
+    store.close()
+
+
+def test_a_pair_is_repeated_once_per_person_and_never_after_their_latest_live_answer(store_at):
+    store = Store(store_at(), create=True)
+    c = store.add_clips([_clip(np.random.default_rng(i)) for i in range(3)])
+    p1, p2 = store.add_queries([(c[0].id, c[1].id), (c[1].id, c[2].id)], 0)
+    first = store.add_label(p1.id, "a", "human", annotator="alice")
+    second = store.add_label(p2.id, "a", "human", annotator="alice")
+    store.retract(second, "human", annotator="alice")  # undone: p1 is her latest again
+    assert store.repeat_candidates() == []
+    store.add_label(p2.id, "b", "human", annotator="alice")
+    (candidate,) = store.repeat_candidates()
+    assert candidate.label_id == first
+    store.add_repeats([candidate], 1)
+    store.retract(first, "human", annotator="alice")  # re-answered: a new label, same pair
+    store.add_label(p1.id, "b", "human", annotator="alice")
+    # Her answer on p1's pair was repeated to her already; only p2's may be now.
+    assert [a.query_id for a in store.repeat_candidates()] == [p2.id]
     store.close()
 
 
@@ -342,6 +367,7 @@ def test_postgresql_store_is_migrated_from_version_1_in_place(pg_url):
 _AS_VERSION_1 = ("ALTER TABLE labels DROP COLUMN annotator",
                  "ALTER TABLE queries DROP COLUMN for_annotator",
                  "ALTER TABLE queries DROP COLUMN repeat_of",
+                 "ALTER TABLE queries DROP COLUMN claimed_annotator",
                  "DROP INDEX queries_pair")
 """What turns a new store's tables into those version 1 wrote."""
 

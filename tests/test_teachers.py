@@ -148,3 +148,37 @@ def test_a_crowd_answers_under_each_members_name_with_their_own_mistakes(tmp_pat
         again = {r.annotator: (r.labels, r.gold_agreement)
                  for r in annotator_stats(store.answered())}
     assert again == {k: (r.labels, r.gold_agreement) for k, r in rows.items()}
+
+
+def test_a_crowd_never_gives_one_member_the_same_pair_twice_across_batches(tmp_path):
+    """The second copy of a pair, asked after a stop cut the batch short, goes to a member
+    other than the one who answered the first; a query addressed to someone outside the
+    crowd is left for them."""
+    import numpy as np
+
+    from rlhf.clips import Clip
+    from rlhf.config import TeacherConfig
+    from rlhf.store import Store
+    from rlhf.teachers import make_teacher
+
+    clips = [Clip(obs=np.zeros((3, 1), np.float32), actions=np.zeros((3, 1), np.float32),
+                  rewards=np.full(3, float(i)), dones=np.zeros(3, bool),
+                  last_obs=np.zeros(1, np.float32), env_step=i) for i in range(2)]
+    for seed in range(8):
+        teacher = make_teacher(TeacherConfig(kind="crowd", crowd_mistakes=[0.0, 0.0]),
+                               np.random.default_rng(seed))
+        with Store(tmp_path / f"{seed}.sqlite", create=True) as store:
+            a, b = store.add_clips(clips)
+            first, second = store.add_queries([(a.id, b.id)] * 2, 0)
+            by_id = {a.id: a, b.id: b}
+            teacher.ask(store, [first], by_id)
+            teacher.ask(store, [second], by_id)
+            who = [lab.annotator for lab in store.labels()]
+            assert len(who) == 2 and len(set(who)) == 2, who
+            (alice,) = store.add_repeats([store.answered()[0]], 1)
+            stranger = store.add_repeats([], 1)
+            assert stranger == []
+        with Store(tmp_path / f"{seed}.sqlite") as store:
+            store.db.execute("UPDATE queries SET for_annotator='alice' WHERE id=?", (alice.id,))
+            teacher.ask(store, [store.get_query(alice.id)], by_id)
+            assert store.counts().pending == 1  # alice's, not the crowd's to answer
