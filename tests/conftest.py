@@ -93,17 +93,23 @@ def pg_url():
     if os.environ.get("RLHF_TEST_PG_URL"):
         yield os.environ["RLHF_TEST_PG_URL"]
         return
+    cluster = throwaway_cluster()
+    try:
+        yield cluster.url
+    finally:
+        cluster.close()
+
+
+def throwaway_cluster():
+    """A PostgreSQL cluster of the caller's own (tests/pg.py), started; skipped with
+    ``RLHF_TEST_PG=off``, failing with what to install where there are no server binaries."""
     if os.environ.get("RLHF_TEST_PG") == "off":
         pytest.skip("RLHF_TEST_PG=off: the PostgreSQL backend is not tested")
     from pg import INSTALL, Cluster, server_bin
 
     if server_bin() is None:
         pytest.fail(INSTALL)
-    cluster = Cluster()
-    try:
-        yield cluster.url
-    finally:
-        cluster.close()
+    return Cluster()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pg import INSTALL, Cluster, server_bin
+from conftest import throwaway_cluster
+from pg import Cluster
 
 from rlhf.clips import Clip
 from rlhf.store import Store, StoreUnavailable
@@ -27,13 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def cluster():
     """A cluster of this module's own (not RLHF_TEST_PG_URL's server): the tests stop it."""
-    import os
-
-    if os.environ.get("RLHF_TEST_PG") == "off":
-        pytest.skip("RLHF_TEST_PG=off: the PostgreSQL backend is not tested")
-    if server_bin() is None:
-        pytest.fail(INSTALL)
-    c = Cluster()
+    c = throwaway_cluster()
     yield c
     c.close()
 
