@@ -614,6 +614,8 @@ def main() -> None:
                    help="default runs/efficiency (--quick: runs/efficiency-quick)")
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                    help="config overrides for every job (e.g. eval.episodes=20)")
+    p.add_argument("--groups", nargs="+", default=None, metavar="GROUP",
+                   help="run only the planned jobs of these groups (e.g. mistake0.3 ppo)")
     p.add_argument("--report-only", action="store_true")
     p.add_argument("--run-job", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -634,8 +636,14 @@ def main() -> None:
     failed: list[str] = []
     if not args.report_only:
         signal.signal(signal.SIGTERM, _raise_interrupt)  # stop the jobs too
-        failed = run_suite(plan(args.experiments, args.tasks, seeds, args.quick, args.set),
-                           out, args.jobs, args.threads)
+        jobs = plan(args.experiments, args.tasks, seeds, args.quick, args.set)
+        if args.groups is not None:
+            unknown = sorted(set(args.groups) - {j.group for j in jobs})
+            if unknown:
+                p.error(f"--groups: {', '.join(unknown)} not among the planned groups "
+                        f"({', '.join(sorted({j.group for j in jobs}))})")
+            jobs = [j for j in jobs if j.group in args.groups]
+        failed = run_suite(jobs, out, args.jobs, args.threads)
     print(report(out))
     if failed:
         sys.exit(1)
