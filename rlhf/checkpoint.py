@@ -76,7 +76,8 @@ def _save(checkpoints: Path, iteration: int, agent: Agent, trainer: RewardTraine
         state = {"iteration": iteration, "timesteps": int(agent.sb3.num_timesteps),
                  "rng_states": {k: g.bit_generator.state for k, g in rngs.items()},
                  "trainer": {"weight_decay": trainer.weight_decay, "fits": trainer.fits,
-                             "trusted_kl": trainer.trusted_kl}}
+                             "trusted_kl": trainer.trusted_kl,
+                             "fitted_labels": trainer.fitted_labels}}
         (tmp / STATE).write_text(json.dumps(state))
         for f in tmp.iterdir():
             with open(f, "rb+") as fh:
@@ -175,6 +176,9 @@ def _state_problem(state: Any) -> str | None:
             isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
             and v >= 0 for v in kl)):
         return f"trainer.trusted_kl is {kl!r}, not [mean, std] (finite, >= 0) or null"
+    fitted = info.get("fitted_labels", 0)  # absent before 2026-12-03: screen nothing next
+    if not _is_int(fitted) or fitted < 0:
+        return f"trainer.fitted_labels is {fitted!r}, not a whole number >= 0"
     return None
 
 
@@ -244,6 +248,7 @@ def restore_trainer(trainer: RewardTrainer, path: Path, info: dict[str, Any]) ->
     trainer.fits = int(info["fits"])
     kl = info.get("trusted_kl")
     trainer.trusted_kl = None if kl is None else (float(kl[0]), float(kl[1]))
+    trainer.fitted_labels = int(info.get("fitted_labels", 0))
 
 
 _ADAM = ("step", "exp_avg", "exp_avg_sq")

@@ -229,10 +229,12 @@ def _edit_state(edit: Callable[[dict], object]) -> Callable[[Path], None]:
     _edit_state(lambda s: s.pop("trainer")),
     _edit_state(lambda s: s["trainer"].update(fits="3")),
     _edit_state(lambda s: s["trainer"].update(trusted_kl=[0.5, -1])),
+    _edit_state(lambda s: s["trainer"].update(fitted_labels=-3)),
     lambda p: os.truncate(p, p.stat().st_size // 2),
     lambda p: p.write_bytes(b"\xff\xfe{}"),
 ], ids=["list", "int", "string", "iteration-string", "negative-timesteps", "rng-list",
-        "rng-state-bad", "no-trainer", "fits-string", "trusted-kl-negative", "truncated",
+        "rng-state-bad", "no-trainer", "fits-string", "trusted-kl-negative", "fitted-negative",
+        "truncated",
         "binary"])
 def test_damaged_state_json_is_named(run, capsys, damage):
     damage(_latest(run) / "state.json")

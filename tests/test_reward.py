@@ -205,6 +205,34 @@ def test_robust_training_is_deterministic_and_the_first_fit_trusts_every_label()
     assert stats.distrusted == stats.flipped == 0 and first.trusted_kl is None
 
 
+def test_robust_screening_judges_a_label_only_after_the_model_has_trained_on_it():
+    """Answers that arrived since the last fit are about clips the model has not been taught
+    on (the newest policy's): they are trained on as given once, and screened from the next
+    fit on, so a model the policy exploits cannot throw out the answers that correct it."""
+    _, clips, pairs, mu = toy_answers(0, n=500)
+    late = np.zeros(len(mu), dtype=bool)
+    late[400:] = True
+    mu[late] = 1 - mu[late]  # every late answer goes against a model fitted on the rest
+    cfg = RewardConfig(ensemble=3, hidden=[32, 32], device="cpu", precision="fp32",
+                       robust=True)
+    model = RewardModel(FeatureSpec.from_spaces(OBS, ACT), 3, cfg.hidden, seed=0)
+    trainer = RewardTrainer(model, cfg, clip_length=10, seed=0)
+    by_id = {c.id: c for c in clips}
+    trainer.sync(pairs[:400], mu[:400], by_id)
+    for _ in range(3):
+        trainer.fit()
+    before = trainer.label_divergence().numpy()
+    trainer.sync(pairs, mu, by_id)
+    assert trainer.fitted_labels == 400
+    trainer.fit()
+    screened = trainer.distrusted | trainer.flipped
+    assert not screened[late].any() and trainer.fitted_labels == len(mu)
+    trainer.fit()  # now the model has trained on them once: judged like the rest
+    screened = trainer.distrusted | trainer.flipped
+    assert screened[late].mean() > 0.8 > screened[~late].mean(), screened[late].mean()
+    assert len(before) == 400
+
+
 def test_temporal_crops_keep_both_clips_of_a_pair_the_same_length_and_contiguous():
     from rlhf.reward.augment import crop_mask
 
