@@ -165,6 +165,9 @@ def cmd_status(args: argparse.Namespace) -> int:
           f"true return {'-' if ret is None else f'{ret:.2f}'}, reward-model accuracy "
           f"{'-' if acc is None or math.isnan(acc) else f'{acc:.3f}'}"
           + ("" if distrusted is None else f", {distrusted} labels distrusted by the last fit")
+          + ("" if not status.get("reward_model_distrusted_by") else " ("
+             + ", ".join(f"{k} {v}" for k, v in status["reward_model_distrusted_by"].items())
+             + ")")
           + ("" if not status.get("annotator_flip_rates") else ", annotator flip rates "
              + " ".join(f"{k} {v:.2f}" for k, v in status["annotator_flip_rates"].items()))
           + (", finished" if status.get("finished") else ""))

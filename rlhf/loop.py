@@ -280,7 +280,7 @@ class Run:
             reward_corr=reward_correlation(self.trainer.model, recent), seconds=seconds,
             fit=stats, relabel_seconds=relabel,
             policy_disagreement=policy_disagreement(self.trainer.model, recent)), counts,
-            flip_rates=self.learner.flip_rates)
+            flip_rates=self.learner.flip_rates, distrusted_by=self.learner.distrusted_by)
         self.bar.set_postfix(labels=counts.labels, ret=f"{row['eval_return']:.1f}")
         return row
 

@@ -52,6 +52,9 @@ class PreferenceLearner:
         self.flip_rates: dict[str | None, float] = {}
         """Each annotator's estimated flip rate at the last fit (with
         ``reward.annotator_reliability``)."""
+        self.distrusted_by: dict[str | None, int] = {}
+        """Labels the last fit left out or flipped, per annotator (with ``reward.robust``;
+        every annotator with a standing label, zeros included)."""
         self.last_fit: FitStats | None = None
 
     def ask(self, pool: Sequence[Clip], n: int, iteration: int) -> list[tuple[int, Clip]]:
@@ -154,6 +157,11 @@ class PreferenceLearner:
             self.trainer.set_unlabelled(list(recent) or list(self.clips.values()))
         stats = self.trainer.fit()
         self.fitted_labels, self.last_fit = len(mu), stats
+        if self.trainer.cfg.robust:
+            screened = self.trainer.distrusted | self.trainer.flipped
+            self.distrusted_by = dict.fromkeys(who, 0)
+            for i in np.flatnonzero(screened):
+                self.distrusted_by[who[i]] += 1
         if self.trainer.cfg.normalize:
             self.trainer.update_output_stats(list(recent) or list(self.clips.values()))
         return stats

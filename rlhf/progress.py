@@ -74,6 +74,8 @@ class RunStatus:
     total_labels: int
     reward_model_distrusted: int | None = None
     """Labels the last fit left out or flipped (``reward.robust``; None: not screened)."""
+    reward_model_distrusted_by: dict[str, int] | None = None
+    """``reward_model_distrusted`` per annotator, where several answered (else None)."""
     annotator_flip_rates: dict[str, float] | None = None
     """Each annotator's estimated flip rate at the last fit (``reward.annotator_reliability``;
     None: not estimated)."""
@@ -106,7 +108,8 @@ class Progress:
                      if upto is None or int(m["iteration"]) <= upto]
 
     def record(self, rec: IterationRecord, counts: StoreCounts,
-               flip_rates: dict[str | None, float] | None = None) -> dict[str, Any]:
+               flip_rates: dict[str | None, float] | None = None,
+               distrusted_by: dict[str | None, int] | None = None) -> dict[str, Any]:
         row = rec.row()
         self.rows.append(row)
         self.run.write_metrics(self.rows)
@@ -121,8 +124,11 @@ class Progress:
             reward_corr=rec.reward_corr,
             reward_model_distrusted=None if fit is None or not self.robust
             else fit.distrusted + fit.flipped,
-            annotator_flip_rates={str(k) if k is not None else UNKNOWN: round(v, 4)
-                                  for k, v in flip_rates.items()} if flip_rates else None,
+            reward_model_distrusted_by=_by_name(distrusted_by)
+            if self.robust and fit is not None and distrusted_by and len(distrusted_by) > 1
+            else None,
+            annotator_flip_rates={k: round(v, 4) for k, v in _by_name(flip_rates).items()}
+            if flip_rates else None,
             **self.totals).as_dict())
         for key, value in row.items():
             if isinstance(value, (int, float)) and not math.isnan(value):
@@ -137,3 +143,8 @@ class Progress:
 
     def finished(self) -> None:
         self.run.write_status({**self.run.read_status(), "finished": True})
+
+
+def _by_name(values: dict[str | None, Any] | None) -> dict[str, Any]:
+    """Per-annotator values keyed by name (labels without one under ``UNKNOWN``)."""
+    return {UNKNOWN if k is None else str(k): v for k, v in (values or {}).items()}

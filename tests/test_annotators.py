@@ -200,3 +200,19 @@ def test_a_run_on_postgresql_trains_and_its_labels_carry_the_teacher(pg_url, tmp
     assert unreachable.returncode == 2 and "127.0.0.1:9" in unreachable.stderr
     assert len(unreachable.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "c").exists()
+
+
+def test_a_robust_crowd_run_reports_the_distrusted_labels_of_each_annotator(tmp_path):
+    """reward.robust with several annotators: status.json and ``rlhf status`` say how many
+    of each person's labels the last fit left out or flipped."""
+    run_dir = tmp_path / "run"
+    done = _cli("train", str(ROOT / "configs" / "smoke.yaml"), f"run_dir={run_dir}",
+                "teacher.kind=crowd", "teacher.crowd_mistakes=[0,0,1]", "reward.robust=true",
+                "--quiet")
+    assert done.returncode == 0, done.stderr
+    status = json.loads(_cli("status", str(run_dir), "--json").stdout)
+    by = status["reward_model_distrusted_by"]
+    assert set(by) == {"sim-0", "sim-1", "sim-2"}
+    assert sum(by.values()) == status["reward_model_distrusted"]
+    line = _cli("status", str(run_dir)).stdout
+    assert f"sim-2 {by['sim-2']}" in line and "labels distrusted by the last fit (" in line

@@ -25,13 +25,13 @@ def _clips(n: int, rng: np.random.Generator) -> list[Clip]:
     return out
 
 
-def _learner(store: Store, teacher=None, strategy=None, seed: int = 0,
+def _learner(store: Store, teacher=None, strategy=None, seed: int = 0, robust: bool = False,
              **team) -> PreferenceLearner:
     spec = FeatureSpec.from_spaces(gym.spaces.Box(-np.inf, np.inf, (3,)),
                                    gym.spaces.Box(-1, 1, (1,)))
     model = RewardModel(spec, 3, [16], seed=seed)
-    trainer = RewardTrainer(model, RewardConfig(ensemble=3, hidden=[16], device="cpu"), T,
-                            seed=seed)
+    cfg = RewardConfig(ensemble=3, hidden=[16], device="cpu", robust=robust)
+    trainer = RewardTrainer(model, cfg, T, seed=seed)
     return PreferenceLearner(trainer, store, teacher or SimulatedTeacher(),
                              strategy or DisagreementQueries(),
                              np.random.default_rng([seed, 7]), candidates=500, **team)
@@ -139,3 +139,27 @@ def test_a_team_answers_each_pair_twice_and_some_again_to_the_same_person(tmp_pa
     assert sum(r.self_consistency_n for r in rows) == repeats
     assert all(r.self_consistency == 1.0 for r in rows if r.self_consistency_n)
     assert all(r.agreement_n > 0 for r in rows)
+
+
+def test_robust_fits_count_the_distrusted_labels_of_each_annotator(tmp_path):
+    """reward.robust with a crowd: the labels a fit leaves out or flips are counted per
+    annotator (every one named, zeros too), and the member who always answers wrong is
+    the one the model distrusts."""
+    from rlhf.config import TeacherConfig
+    from rlhf.teachers import make_teacher
+
+    pool = _clips(80, np.random.default_rng(6))
+    crowd = make_teacher(TeacherConfig(kind="crowd", crowd_mistakes=[0.0, 0.0, 0.0, 1.0]),
+                         np.random.default_rng(7))
+    with Store(tmp_path / "s.sqlite", create=True) as store:
+        learner = _learner(store, teacher=crowd, robust=True)
+        for it in range(5):
+            for i, clip in learner.ask(pool, 30, iteration=it):
+                pool[i] = clip
+            learner.fit()
+        by = learner.distrusted_by
+        answered = {a.annotator for a in store.answered()}
+    assert set(by) == answered == {"sim-0", "sim-1", "sim-2", "sim-3"}
+    trainer = learner.trainer
+    assert sum(by.values()) == int((trainer.distrusted | trainer.flipped).sum()) > 0
+    assert by["sim-3"] > 3 * max(by["sim-0"], by["sim-1"], by["sim-2"]), by
