@@ -18,7 +18,10 @@ Experiments (``--experiments``, default all):
   without and with ``reward.robust`` (RIME-style screening).
 - ``crowd``: HalfCheetah, 700 labels from five simulated annotators (one flipping 40% of
   their answers), the reward model without and with ``reward.annotator_reliability``.
-- ``queries``: HalfCheetah at 400 labels with random, disagreement and entropy selection.
+- ``queries``: HalfCheetah at 100 labels with random, disagreement, entropy,
+  disagreement + k-center and policy-aligned (QPA) selection.
+- ``fewer``: HalfCheetah at 25, 50 and 100 labels with and without SURF's semi-supervision
+  and temporal crops (labels needed for 80% of true-reward PPO, each way).
 - With the tasks ``halfcheetah_sac`` (SAC, PEBBLE-style, 100 labels in 100k steps) and
   ``walker2d_sac`` (200 labels, fixed horizon), ``main`` runs each against SAC on the true
   reward; for HalfCheetah, ``sac-sweep``: 25, 50 and 200 labels;
@@ -94,10 +97,23 @@ SWEEP_LABELS = (100, 200, 350, 1400)  # and the preset's 700: main's run
 QUICK_SWEEP_LABELS = (20, 40)  # and --quick's 60
 IRRATIONAL = ("teacher.kind=irrational", "teacher.mistake=0.1", "teacher.beta=1.0",
               "teacher.equal_threshold=0.1", "teacher.relative_thresholds=true")
-QUERY_LABELS, QUICK_QUERY_LABELS = 400, 30
-STRATEGIES = ("random", "disagreement", "entropy")
-EXPERIMENTS = ("main", "sweep", "irrational", "noisy", "crowd", "queries", "sac-sweep",
-               "sac-ablation")
+QUERY_LABELS, QUICK_QUERY_LABELS = 100, 30
+POLICY_WINDOW = 400
+"""QPA's window for ``policy-aligned``: the newest clips, about one HalfCheetah iteration's
+(20k steps cut into 50-step clips)."""
+STRATEGIES = {"random": ["query.strategy=random"],
+              "disagreement": ["query.strategy=disagreement"],
+              "entropy": ["query.strategy=entropy"],
+              "disagreement-kcenter": ["query.strategy=disagreement-kcenter"],
+              "policy-aligned": ["query.strategy=random", f"query.recent_clips={POLICY_WINDOW}"]}
+"""``queries`` (issue 19): the online comparison at 100 labels, where selection matters most.
+``policy-aligned`` is QPA's: uniform over the current policy's clips."""
+FEWER_LABELS, QUICK_FEWER_LABELS = (25, 50, 100), (20,)
+SURF = ("reward.pseudo_ratio=4", "reward.crop_steps=10")
+"""``fewer`` (issue 19): semi-supervision (four unlabelled pairs per labelled pair, SURF's
+ratio) and temporal crops of up to 10 of the 50 steps, against the same budgets without."""
+EXPERIMENTS = ("main", "sweep", "irrational", "noisy", "crowd", "queries", "fewer",
+               "sac-sweep", "sac-ablation")
 CROWD = ("teacher.kind=crowd", "teacher.crowd_mistakes=[0.0,0.0,0.0,0.0,0.4]")
 CROWD_CARELESS = 4
 """The index of the member flipping 40% of answers (``sim-4``)."""
@@ -186,9 +202,15 @@ def plan(experiments: list[str], tasks: list[str], seeds: list[int], quick: bool
                     [*CROWD, "reward.annotator_reliability=true"]))
         if "queries" in experiments:
             n = QUICK_QUERY_LABELS if quick else QUERY_LABELS
-            for s in STRATEGIES:
-                add(Job("queries", "halfcheetah", "rlhf", f"{s}{n}", seed,
-                        [f"loop.total_labels={n}", f"query.strategy={s}"]))
+            for name, overrides in STRATEGIES.items():
+                add(Job("queries", "halfcheetah", "rlhf", f"{name}{n}", seed,
+                        [f"loop.total_labels={n}", *overrides]))
+        if "fewer" in experiments:
+            for n in QUICK_FEWER_LABELS if quick else FEWER_LABELS:
+                add(Job("fewer", "halfcheetah", "rlhf", f"labels{n}", seed,
+                        [f"loop.total_labels={n}"]))
+                add(Job("fewer", "halfcheetah", "rlhf", f"surf{n}", seed,
+                        [f"loop.total_labels={n}", *SURF]))
     return list(jobs.values())
 
 
@@ -502,26 +524,44 @@ def _xy(curve: list[list[float]], x: int) -> tuple[Any, Any]:
 
 def _sweep_summary(rows: list[dict[str, Any]], ppo: dict) -> list[str]:
     """Labels needed to reach 80% of true-reward agent's return (normalised 0.8): the first
-    budget where the sweep's median normalised score crosses 0.8, linearly interpolated."""
+    budget where the sweep's median normalised score crosses 0.8, linearly interpolated;
+    the same for the ``fewer`` experiment's budgets with and without SURF."""
+    out = []
     seeds = sorted({r["seed"] for r in rows if r["experiment"] == "sweep"})
-    sweep = [r for r in rows if r["task"] == "halfcheetah" and r["kind"] == "rlhf"
-             and (r["group"].startswith("labels") or r["group"] == "rlhf")
-             and r["seed"] in seeds]  # main's 700 only on the seeds the sweep ran
+    line = _budget_line(rows, ppo, seeds, lambda g: g.startswith("labels") or g == "rlhf",
+                        "label sweep")
+    out += [line] if line else []
+    seeds = sorted({r["seed"] for r in rows if r["experiment"] == "fewer"})
+    for name, plain in (("without SURF", True), ("with SURF (pseudo-labels and crops)", False)):
+        line = _budget_line(rows, ppo, seeds,
+                            (lambda g: g.startswith("labels")) if plain
+                            else (lambda g: g.startswith("surf")), f"few labels, {name}")
+        out += [line] if line else []
+    return out
+
+
+def _budget_line(rows: list[dict[str, Any]], ppo: dict, seeds: list[int], in_group,
+                 title: str) -> str | None:
+    """One summary line: the median normalised score at each label budget of HalfCheetah's
+    runs whose group ``in_group`` accepts (on ``seeds``), and the labels for 80%."""
     points: dict[int, list[float]] = {}
-    for r in sweep:
+    for r in rows:
+        if (r["task"] != "halfcheetah" or r["kind"] != "rlhf" or not in_group(r["group"])
+                or r["seed"] not in seeds):
+            continue
         base = ppo.get((r["task"], r["seed"]))
         if base is not None and base["final_return"] != r["random_return"]:
             points.setdefault(r.get("label_budget", r["labels"]), []).append(
                 (r["final_return"] - r["random_return"])
                 / (base["final_return"] - r["random_return"]))
     if len(points) < 2:
-        return []
+        return None
     xs = sorted(points)
     ys = [statistics.median(points[x]) for x in xs]
     table = ", ".join(f"{x}: {y:.2f}" for x, y in zip(xs, ys, strict=True))
-    return [f"HalfCheetah label sweep (seeds {' '.join(map(str, seeds))}), median normalised "
+    return (f"HalfCheetah {title} (seeds {' '.join(map(str, seeds))}), median normalised "
             f"score by labels: {table}. "
-            f"80% of true-reward agent: {labels_to_reach(xs, ys, 0.8)}."]
+            f"80% of true-reward agent: {labels_to_reach(xs, ys, 0.8)}.")
 
 
 def labels_to_reach(xs: list[int], ys: list[float], level: float) -> str:

@@ -200,6 +200,16 @@ def test_report_orders_budgets_by_number_and_sweeps_only_the_sweeps_seeds(tmp_pa
     assert rows == ["labels100", "labels200", "labels1400"]
     assert ("label sweep (seeds 0), median normalised score by labels: 100: 0.50, 200: 1.00, "
             "700: 0.90, 1400: 1.10. 80% of true-reward agent: about 160 labels.") in text
+    # The few-label experiment: each way on its own seeds, SURF's runs beside the plain ones.
+    for labels, plain, surf in ((25, 100.0, 500.0), (50, 300.0, 900.0)):
+        result("fewer", "rlhf", f"labels{labels}", 1, labels, plain)
+        result("fewer", "rlhf", f"surf{labels}", 1, labels, surf)
+    text = report(tmp_path)
+    assert ("few labels, without SURF (seeds 1), median normalised score by labels: 25: 0.10, "
+            "50: 0.30. 80% of true-reward agent: not reached") in text
+    assert ("few labels, with SURF (pseudo-labels and crops) (seeds 1), median normalised "
+            "score by labels: 25: 0.50, 50: 0.90. 80% of true-reward agent: about 44 labels."
+            ) in text
 
 
 def test_labels_to_reach_interpolates_and_bounds():
