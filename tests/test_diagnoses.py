@@ -359,7 +359,11 @@ def test_damaged_policy_is_named(run, capsys, damage, words):
     (lambda p: p.write_bytes(b"\xff\xfe\x00"), ["not UTF-8"]),
     (lambda p: p.write_text('{"latest_eval_return": "high", "timesteps": 7}'),
      ["'latest_eval_return'"]),
-], ids=["truncated", "list", "binary", "wrong-type"])
+    (lambda p: p.write_text('{"reward_model_distrusted_by": {"bob": "many"}, "timesteps": 7}'),
+     ["'reward_model_distrusted_by'"]),
+    (lambda p: p.write_text('{"annotator_flip_rates": [0.1], "timesteps": 7}'),
+     ["'annotator_flip_rates'"]),
+], ids=["truncated", "list", "binary", "wrong-type", "per-annotator-value", "per-annotator-list"])
 def test_damaged_status_json_is_reported_and_ignored(run, capsys, damage, words):
     with Store(run / "store.sqlite") as store:
         labels = store.counts().labels
