@@ -10,6 +10,7 @@
     rlhf eval RUN_DIR [--episodes N] [--video OUT.gif|OUT.mp4 [--video-episodes N] [--force]]
     rlhf check-env ENV_OR_CONFIG [--simulated] [--quick] [key.path=value ...]
     rlhf plot RUN_DIR... [--out curves.png] [--x timesteps|labels] [--name NAME ...]
+                         [--calibration]
 
 User errors (bad config, unknown env, missing run) print one line and exit 2; no traceback.
 """
@@ -273,6 +274,18 @@ def cmd_plot(args: argparse.Namespace) -> int:
         raise ConfigError(f"--name: {len(args.name)} names for {len(args.run_dirs)} runs")
     out = check_output_path(args.out, (".png",), "plot", force=args.force,
                             protected=args.run_dirs)
+    if args.calibration:
+        from rlhf.calibration import held_out_reliability
+        from rlhf.plot import plot_reliability
+
+        diagrams = [held_out_reliability(d, name=args.name[i] if args.name else None)
+                    for i, d in enumerate(args.run_dirs)]
+        plot_reliability(diagrams, out)
+        for d in diagrams:
+            print(f"rlhf: {d.name}: ECE {d.ece:.3f} on {d.labels} held-out labels "
+                  f"({d.checkpoint})")
+        print(f"rlhf: saved {out}")
+        return 0
     curves = []
     for i, run_dir in enumerate(args.run_dirs):
         run = RunDir.open(run_dir)  # a clear error for a path that is not a run
@@ -380,6 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--name", nargs="+",
                     help="a legend name per run; runs with the same name (seeds) are drawn "
                          "as their median with a min-max band")
+    pl.add_argument("--calibration", action="store_true",
+                    help="instead of curves: each run's reward-model reliability diagram on "
+                         "its held-out labels (newest checkpoint)")
     pl.add_argument("--force", action="store_true", help="replace an existing --out file")
     pl.set_defaults(fn=cmd_plot)
     return p

@@ -1,8 +1,11 @@
-"""Learning curves: true return against timesteps or labels, for one run or many.
+"""Learning curves: true return against timesteps or labels, for one run or many; and the
+reward model's reliability diagram.
 
 ``rlhf plot RUN_DIR...`` overlays runs from their ``metrics.csv``; the efficiency suite
 (``scripts/efficiency.py``) adds PPO-on-the-true-reward baselines from its own CSVs. Curves
 with the same name (seeds of one setting) are drawn as their median with a min–max band.
+``rlhf plot RUN_DIR... --calibration`` draws each run's held-out reliability
+(``rlhf.calibration``) against the diagonal.
 """
 
 from __future__ import annotations
@@ -13,10 +16,14 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from rlhf.io import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from rlhf.calibration import Reliability
 
 X_AXES = ("timesteps", "labels")
 
@@ -70,6 +77,47 @@ def _common_grid(curves: Sequence[Curve]) -> np.ndarray:
     return xs[(xs >= lo) & (xs <= hi)]
 
 
+def plot_reliability(diagrams: Sequence[Reliability], out: str | Path) -> Path:
+    """Each run's predicted P(a > b) against the share of 'a' answers, per bin (a point's
+    size: its label count), with the diagonal a calibrated model would follow; the PNG
+    ``out`` is written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.0, 5.0), dpi=100)
+    try:
+        ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="calibrated")
+        for d in diagrams:
+            keep = d.counts > 0
+            (line,) = ax.plot(d.predicted[keep], d.observed[keep], linewidth=1.5,
+                              label=f"{d.name} (ECE {d.ece:.3f}, {d.labels} labels)")
+            ax.scatter(d.predicted[keep], d.observed[keep], color=line.get_color(),
+                       s=12 + 60 * d.counts[keep] / d.counts.max(), zorder=3)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("predicted P(a better), held-out labels")
+        ax.set_ylabel("share answered a")
+        ax.set_title("reward model reliability")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small", loc="upper left")
+        fig.tight_layout()
+        return _save(fig, out)
+    finally:
+        plt.close(fig)
+
+
+def _save(fig: Any, out: str | Path) -> Path:
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    out = Path(out)
+    atomic_write_bytes(out, buf.getvalue())
+    return out
+
+
 def plot_curves(curves: Sequence[Curve], out: str | Path, xlabel: str,
                 ylabel: str = "true return", title: str = "") -> Path:
     """Draw ``curves`` into the PNG ``out`` (written atomically); returns its path.
@@ -78,8 +126,6 @@ def plot_curves(curves: Sequence[Curve], out: str | Path, xlabel: str,
     band from their min to their max, over the x range every one of them covers (a run
     still going shortens it; nothing is extrapolated).
     """
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -108,10 +154,6 @@ def plot_curves(curves: Sequence[Curve], out: str | Path, xlabel: str,
         if groups:
             ax.legend(fontsize="small")
         fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png")
+        return _save(fig, out)
     finally:
         plt.close(fig)
-    out = Path(out)
-    atomic_write_bytes(out, buf.getvalue())
-    return out
