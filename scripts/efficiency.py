@@ -108,6 +108,8 @@ STRATEGIES = {"random": ["query.strategy=random"],
               "policy-aligned": ["query.strategy=random", f"query.recent_clips={POLICY_WINDOW}"]}
 """``queries`` (issue 19): the online comparison at 100 labels, where selection matters most.
 ``policy-aligned`` is QPA's: uniform over the current policy's clips."""
+PRESET_STRATEGY = "disagreement"
+"""configs/halfcheetah.yaml's own: its ``queries`` run is the sweeps' ``labels100`` job."""
 FEWER_LABELS, QUICK_FEWER_LABELS = (25, 50, 100), (20,)
 SURF = ("reward.pseudo_ratio=4", "reward.crop_steps=10")
 """``fewer`` (issue 19): semi-supervision (four unlabelled pairs per labelled pair, SURF's
@@ -203,8 +205,12 @@ def plan(experiments: list[str], tasks: list[str], seeds: list[int], quick: bool
         if "queries" in experiments:
             n = QUICK_QUERY_LABELS if quick else QUERY_LABELS
             for name, overrides in STRATEGIES.items():
-                add(Job("queries", "halfcheetah", "rlhf", f"{name}{n}", seed,
-                        [f"loop.total_labels={n}", *overrides]))
+                if name == PRESET_STRATEGY:  # the preset as it is: the label sweeps' run
+                    add(Job("queries", "halfcheetah", "rlhf", f"labels{n}", seed,
+                            [f"loop.total_labels={n}"]))
+                else:
+                    add(Job("queries", "halfcheetah", "rlhf", f"{name}{n}", seed,
+                            [f"loop.total_labels={n}", *overrides]))
         if "fewer" in experiments:
             for n in QUICK_FEWER_LABELS if quick else FEWER_LABELS:
                 add(Job("fewer", "halfcheetah", "rlhf", f"labels{n}", seed,
@@ -580,10 +586,17 @@ def _queries_summary(rows: list[dict[str, Any]],
     """The query-selection ablation in one line: each strategy's median final return and
     reward correlation over the seeds it ran (``quality``: by job name, see
     ``_reward_model_quality``)."""
+    queried = [r for r in rows if r["experiment"] == "queries"]
+    if not queried:
+        return []
+    labels, asked_seeds = queried[0]["label_budget"], {r["seed"] for r in queried}
     parts = []
     for strategy in STRATEGIES:
-        rs = [r for r in rows if r["experiment"] == "queries"
-              and r["group"].removesuffix(str(r.get("label_budget", ""))) == strategy]
+        rs = [r for r in queried
+              if r["group"].removesuffix(str(r.get("label_budget", ""))) == strategy]
+        if not rs and strategy == PRESET_STRATEGY:  # the plain run at this budget
+            rs = [r for r in rows if r["task"] == "halfcheetah" and r["kind"] == "rlhf"
+                  and r["group"] == f"labels{labels}" and r["seed"] in asked_seeds]
         if not rs:
             continue
         qs = [quality[r["name"]] for r in rs if r["name"] in quality]
@@ -594,7 +607,6 @@ def _queries_summary(rows: list[dict[str, Any]],
                      f"last 3 evaluations {late}){corr} (seeds {seeds})")
     if not parts:
         return []
-    labels = next(r["label_budget"] for r in rows if r["experiment"] == "queries")
     return ["", f"Query selection at {labels} labels, final return: " + "; ".join(parts) + "."]
 
 

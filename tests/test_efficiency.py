@@ -200,6 +200,11 @@ def test_report_orders_budgets_by_number_and_sweeps_only_the_sweeps_seeds(tmp_pa
     assert rows == ["labels100", "labels200", "labels1400"]
     assert ("label sweep (seeds 0), median normalised score by labels: 100: 0.50, 200: 1.00, "
             "700: 0.90, 1400: 1.10. 80% of true-reward agent: about 160 labels.") in text
+    # Query selection at 100 labels: the preset's own strategy is the sweep's labels100 run.
+    result("queries", "rlhf", "random100", 0, 100, 300.0)
+    line = next(x for x in report(tmp_path).splitlines() if x.startswith("Query selection"))
+    assert line.startswith("Query selection at 100 labels, final return: random 300") and \
+        "; disagreement 500" in line and "(seeds 0)" in line
     # The few-label experiment: each way on its own seeds, SURF's runs beside the plain ones.
     for labels, plain, surf in ((25, 100.0, 500.0), (50, 300.0, 900.0)):
         result("fewer", "rlhf", f"labels{labels}", 1, labels, plain)
