@@ -15,7 +15,9 @@ scoring every label by the cross-entropy of its answer under the ensemble-mean p
 it at -ln(eps/2)): labels above ``-ln(trust_prob) + slack * std`` are left out of this fit
 (train and validation alike, so the L2 steering compares like with like), those above
 ``-ln(flip_prob)`` are trained on flipped. The slack starts lenient and tightens
-linearly; the std is that of the labels trusted at the previous fit. RIME derives its base
+linearly; the std is that of the labels trusted at the previous fit. Labels that arrived
+since the last fit are trained on as given: a label is judged only once the model has
+been fitted on it. RIME derives its base
 threshold from a running maximum of the trusted labels' divergence; here it is a
 probability a user can read (``robust_trust_prob``).
 
@@ -343,20 +345,20 @@ class RewardTrainer:
         slack = max(last, first - (first - last) * self.fits / cfg.robust_slack_fits)
         # A label the model has never been fitted on is not judged by it: the newest
         # answers are about the newest policy's clips, where a model the policy exploits is
-        # confidently wrong, and screening them would lock its error in (seen on a noisy
-        # HalfCheetah run: the reward correlation fell to -0.2). Judged from the next fit,
-        # a label is distrusted only if it still disagrees once the model has seen it.
+        # confidently wrong, and screening them could lock its error in (the suspected
+        # cause of a noisy HalfCheetah run whose reward correlation fell to -0.2). From the
+        # next fit on, a label is distrusted only if it still disagrees once seen.
         new = torch.arange(len(kl), device=kl.device) >= self.fitted_labels
-        seen = kl[~new]
         if self.trusted_kl is None:  # the first screening: every fitted label's divergence
+            seen = kl[~new]
             self.trusted_kl = (float(seen.mean()), float(seen.std())) if len(seen) > 1 \
                 else (0, 0)
         mean, std = self.trusted_kl
-        trust = kl < max(-math.log(cfg.robust_trust_prob), mean + slack * std)
+        trusted = (kl < max(-math.log(cfg.robust_trust_prob), mean + slack * std)) & ~new
         flip = (kl > -math.log(cfg.robust_flip_prob)) & ~new
-        if int((trust & ~new).sum()) > 1:
-            self.trusted_kl = (float(kl[trust & ~new].mean()), float(kl[trust & ~new].std()))
-        return trust | flip | new, flip
+        if int(trusted.sum()) > 1:
+            self.trusted_kl = (float(kl[trusted].mean()), float(kl[trusted].std()))
+        return trusted | flip | new, flip
 
     def train_steps(self, steps: int, member_idx: torch.Tensor,
                     mu: torch.Tensor | None = None) -> None:
