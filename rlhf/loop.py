@@ -279,8 +279,9 @@ class Run:
             train_return=mean_episode_return(self.sb3),
             reward_corr=reward_correlation(self.trainer.model, recent), seconds=seconds,
             fit=stats, relabel_seconds=relabel,
-            policy_disagreement=policy_disagreement(self.trainer.model, recent)), counts,
-            flip_rates=self.learner.flip_rates, distrusted_by=self.learner.distrusted_by)
+            policy_disagreement=policy_disagreement(self.trainer.model, recent),
+            flip_rates=self.learner.flip_rates, distrusted_by=self.learner.distrusted_by),
+            counts)
         self.bar.set_postfix(labels=counts.labels, ret=f"{row['eval_return']:.1f}")
         return row
 

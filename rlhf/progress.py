@@ -39,6 +39,10 @@ class IterationRecord:
     """An off-policy agent's replay-buffer relabelling after that fit."""
     policy_disagreement: float = math.nan
     """Members' disagreement on the reward of recent clips (``policy_disagreement``)."""
+    flip_rates: dict[str | None, float] | None = None
+    """Each annotator's estimated flip rate at this fit (``reward.annotator_reliability``)."""
+    distrusted_by: dict[str | None, int] | None = None
+    """Labels this fit left out or flipped, per annotator (``reward.robust``)."""
 
     def row(self) -> dict[str, Any]:
         row: dict[str, Any] = {
@@ -55,6 +59,13 @@ class IterationRecord:
                        rm_flipped=f.flipped, rm_val_ece=f.val_ece)
             if self.relabel_seconds is not None:
                 row["relabel_seconds"] = round(self.relabel_seconds, 3)
+            # Per person where there are several: who the model distrusts, iteration by
+            # iteration (status.json has only the latest).
+            for key, values in (("rm_distrusted", self.distrusted_by),
+                                ("rm_flip_rate", self.flip_rates)):
+                if values and len(values) > 1:
+                    row.update({f"{key}[{name}]": round(v, 4)
+                                for name, v in _by_name(values).items()})
         return row
 
 
@@ -107,15 +118,13 @@ class Progress:
         self.rows = [m for m in self.run.read_metrics()
                      if upto is None or int(m["iteration"]) <= upto]
 
-    def record(self, rec: IterationRecord, counts: StoreCounts,
-               flip_rates: dict[str | None, float] | None = None,
-               distrusted_by: dict[str | None, int] | None = None) -> dict[str, Any]:
+    def record(self, rec: IterationRecord, counts: StoreCounts) -> dict[str, Any]:
         row = rec.row()
         self.rows.append(row)
         self.run.write_metrics(self.rows)
         last_eval = next((m["eval_return"] for m in reversed(self.rows)
                           if not math.isnan(m["eval_return"])), None)
-        fit = rec.fit
+        fit, flip_rates, distrusted_by = rec.fit, rec.flip_rates, rec.distrusted_by
         self.run.write_status(RunStatus(
             counts, iteration=rec.iteration, timesteps=rec.timesteps,
             latest_eval_return=last_eval,

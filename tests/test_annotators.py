@@ -2,6 +2,7 @@
 consistency, export and import between stores (SQLite and PostgreSQL), and the CLI."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from rlhf.annotators import annotator_stats, format_table
 from rlhf.clips import Clip
 from rlhf.exchange import export_labels, import_labels
+from rlhf.rundir import RunDir
 from rlhf.store import Store, StoreError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -204,11 +206,12 @@ def test_a_run_on_postgresql_trains_and_its_labels_carry_the_teacher(pg_url, tmp
 
 def test_a_robust_crowd_run_reports_the_distrusted_labels_of_each_annotator(tmp_path):
     """reward.robust with several annotators: status.json and ``rlhf status`` say how many
-    of each person's labels the last fit left out or flipped."""
+    of each person's labels the last fit left out or flipped, metrics.csv says it for every
+    fit, and with reward.annotator_reliability each fit's flip-rate estimates too."""
     run_dir = tmp_path / "run"
     done = _cli("train", str(ROOT / "configs" / "smoke.yaml"), f"run_dir={run_dir}",
                 "teacher.kind=crowd", "teacher.crowd_mistakes=[0,0,1]", "reward.robust=true",
-                "--quiet")
+                "reward.annotator_reliability=true", "--quiet")
     assert done.returncode == 0, done.stderr
     status = json.loads(_cli("status", str(run_dir), "--json").stdout)
     by = status["reward_model_distrusted_by"]
@@ -216,3 +219,12 @@ def test_a_robust_crowd_run_reports_the_distrusted_labels_of_each_annotator(tmp_
     assert sum(by.values()) == status["reward_model_distrusted"]
     line = _cli("status", str(run_dir)).stdout
     assert f"sim-2 {by['sim-2']}" in line and "labels distrusted by the last fit (" in line
+    # metrics.csv has them iteration by iteration: the last row's are the status's.
+    rows = RunDir(run_dir).read_metrics()
+    assert {k: rows[-1][f"rm_distrusted[{k}]"] for k in by} == by
+    assert all(sum(r[f"rm_distrusted[{k}]"] for k in by) == r["rm_distrusted"] + r["rm_flipped"]
+               for r in rows if not math.isnan(r.get("rm_distrusted[sim-0]", math.nan)))
+    # With annotator_reliability too: each fit's estimated flip rates, the last in status.
+    rates = status["annotator_flip_rates"]
+    assert set(rates) == set(by) and rates["sim-2"] > max(rates["sim-0"], rates["sim-1"])
+    assert {k: rows[-1][f"rm_flip_rate[{k}]"] for k in rates} == rates
