@@ -11,7 +11,7 @@ against what people said.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -54,8 +54,7 @@ def held_out_reliability(run_dir: str | Path, bins: int = 10,
                           "judge; try again after the run's first iteration")
     model = RewardModel.load(latest)
     # float32 on the CPU whatever the run trained in: a judgement, not a speed record.
-    reward_cfg = type(cfg.reward)(**{**cfg.reward.__dict__, "device": "cpu", "threads": 0,
-                                     "precision": "fp32"})
+    reward_cfg = replace(cfg.reward, device="cpu", threads=0, precision="fp32")
     trainer = RewardTrainer(model, reward_cfg, cfg.loop.clip_length, seed=cfg.seed)
     with Store(run.store_location(cfg), readonly=True) as store:
         pairs, mu = store.preferences()

@@ -127,10 +127,9 @@ class RewardTrainer:
         data is rebuilt (rare; a person pressing undo).
         """
         n = len(self.data)
-        if (n > len(mu) or self.data.pair_ids != [tuple(map(int, p)) for p in pair_ids[:n]]
-                or self.data.mu_list != [float(m) for m in mu[:n]]):
-            self.fitted_labels = min(self.fitted_labels, _common_prefix(
-                self.data.pair_ids, self.data.mu_list, pair_ids, mu))
+        same = _common_prefix(self.data.pair_ids, self.data.mu_list, pair_ids, mu)
+        if same < n:  # a label retracted or changed: rebuild, those before it keep standing
+            self.fitted_labels = min(self.fitted_labels, same)
             self.data = PreferenceData(self.model, self.clip_length, self.device)
             n = 0
         if len(mu) > n:
