@@ -3,14 +3,21 @@
 
 Pool-based active learning on clips that earlier runs recorded (their ``store.sqlite``):
 the clips are split into a selection pool and held-out test clips; each strategy (random,
-disagreement, entropy) starts from the same ``--initial`` random labels and then asks
-``--round`` pairs at a time from the whole pool, through the loop's own preference-learning
+disagreement, entropy, their k-center diverse batches, and ``policy-aligned``) starts from
+the same ``--initial`` random labels and then asks ``--round`` pairs at a time from the
+pool, through the loop's own preference-learning
 room (``rlhf.preferences.PreferenceLearner``: selection, a fresh store, a perfect simulated
 teacher, the reward model with the config's ensemble and settings refitted after every
 round). After each round it measures the
 reward model on the test clips: pair accuracy (how often the ensemble's mean return orders
 two test clips as the true return does) and the Pearson correlation of its per-step reward
 with the true reward.
+
+``policy-aligned`` (QPA's) draws uniformly from the pool's newest ``--recent-clips`` clips
+only (the pool keeps the order the runs recorded their clips in, so these are the last
+store's final policy's), as ``query.recent_clips`` does online. Offline it is judged on test
+clips of every policy, the distribution it deliberately gives up; online it serves the
+policy that is learning.
 
 This isolates what query selection is for, the reward model's accuracy per label, from
 PPO's seed-to-seed spread, which at one seed swamps the differences between strategies in
@@ -51,6 +58,10 @@ from rlhf.reward.trainer import RewardTrainer  # noqa: E402
 from rlhf.store import Store  # noqa: E402
 from rlhf.teachers import SimulatedTeacher  # noqa: E402
 
+POLICY_ALIGNED = "policy-aligned"
+"""QPA's candidate pool: random pairs from the newest clips only (not a ``QueryStrategy``:
+a window on the pool, as ``query.recent_clips`` is online)."""
+
 
 def load_clips(stores: list[Path]) -> list[Clip]:
     """Every clip of ``stores``, without frames."""
@@ -73,11 +84,13 @@ def test_pairs(returns: np.ndarray, n: int, rng: np.random.Generator) -> np.ndar
 
 def run_strategy(cfg: Config, spec: FeatureSpec, strategy: str, seed: int, pool: list[Clip],
                  test: list[Clip], pairs_test: np.ndarray, initial: int, round_size: int,
-                 budget: int, workdir: Path) -> list[dict[str, float]]:
+                 budget: int, workdir: Path, recent_clips: int = 0
+                 ) -> list[dict[str, float]]:
     """One strategy and seed, through the loop's own preference-learning room (a fresh store
     in ``workdir``): the measurements after each round, (labels, accuracy, corr).
 
-    ``pool``: clips without ids (the store gives them theirs). Every strategy gets the same
+    ``pool``: clips without ids (the store gives them theirs), oldest first.
+    ``recent_clips``: the window of ``policy-aligned``. Every strategy gets the same
     learner stream, so the first round (random: nothing is fitted yet) asks the same pairs.
     """
     model = RewardModel(spec, cfg.reward.ensemble, cfg.reward.hidden, seed=seed,
@@ -88,9 +101,12 @@ def run_strategy(cfg: Config, spec: FeatureSpec, strategy: str, seed: int, pool:
     true_test = np.array([teacher.clip_return(c) for c in test])
     pool = list(pool)
     rows = []
+    aligned = strategy == POLICY_ALIGNED
     with Store(workdir / f"{strategy}-s{seed}.sqlite", create=True) as store:
-        learner = PreferenceLearner(trainer, store, teacher, make_strategy(strategy),
-                                    np.random.default_rng([seed, 7]), cfg.query.candidates)
+        learner = PreferenceLearner(trainer, store, teacher,
+                                    make_strategy("random" if aligned else strategy),
+                                    np.random.default_rng([seed, 7]), cfg.query.candidates,
+                                    recent_clips=recent_clips if aligned else 0)
         asked = 0
         while asked < budget:
             n = min(initial if not asked else round_size, budget - asked)
@@ -148,13 +164,19 @@ def main() -> None:
     p.add_argument("--config", default=None,
                    help="the reward model's settings (default: the first store's run config)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--strategies", nargs="+", choices=list(STRATEGIES), default=list(STRATEGIES))
+    names = [*STRATEGIES, POLICY_ALIGNED]
+    p.add_argument("--strategies", nargs="+", choices=names, default=names)
+    p.add_argument("--recent-clips", type=int, default=400,
+                   help="policy-aligned: the pool's newest clips it draws from (default 400, "
+                        "the efficiency suite's window)")
     p.add_argument("--initial", type=int, default=50, help="random labels to start from")
     p.add_argument("--round", type=int, default=50, help="labels asked per round")
     p.add_argument("--budget", type=int, default=400)
     p.add_argument("--test-fraction", type=float, default=0.25)
     p.add_argument("--out", type=Path, default=Path("runs/query-ablation"))
     args = p.parse_args()
+    if args.recent_clips < 1:
+        p.error(f"--recent-clips: must be >= 1, got {args.recent_clips}")
     if args.config is None:
         args.config = str(args.stores[0].parent / "config.yaml")
     cfg = load_config(args.config)
@@ -170,7 +192,8 @@ def main() -> None:
     split = np.random.default_rng(12345).permutation(len(clips))
     n_test = int(len(clips) * args.test_fraction)
     test = [clips[i] for i in split[:n_test]]
-    pool = [dataclasses.replace(clips[i], id=None) for i in split[n_test:]]
+    # The pool in recorded order: policy-aligned's window is its newest clips.
+    pool = [dataclasses.replace(clips[i], id=None) for i in np.sort(split[n_test:])]
     pairs_test = test_pairs(np.array([c.rewards.sum() for c in test]), 2000,
                             np.random.default_rng(54321))
     results = {"config": args.config, "stores": [str(s) for s in args.stores],
@@ -182,7 +205,8 @@ def main() -> None:
             t0 = time.perf_counter()
             with tempfile.TemporaryDirectory() as work:
                 rows = run_strategy(cfg, spec, s, seed, pool, test, pairs_test, args.initial,
-                                    args.round, args.budget, Path(work))
+                                    args.round, args.budget, Path(work),
+                                    recent_clips=args.recent_clips)
             results["runs"].append({"strategy": s, "seed": seed, "rows": rows})
             print(f"seed {seed} {s}: " + ", ".join(f"{r['labels']}: {r['accuracy']:.3f}"
                                                    for r in rows)

@@ -157,7 +157,7 @@ def test_suite_runs_rlhf_and_true_reward_ppo_and_reports(tmp_path):
     qa = json.loads((tmp_path / "qa" / "query_ablation.json").read_text())
     assert {r["strategy"] for r in qa["runs"]} == {"random", "disagreement", "entropy",
                                                    "kcenter", "disagreement-kcenter",
-                                                   "entropy-kcenter"}
+                                                   "entropy-kcenter", "policy-aligned"}
     for r in qa["runs"]:
         assert [row["labels"] for row in r["rows"]] == [4, 6, 8]
         assert all(0 <= row["accuracy"] <= 1 for row in r["rows"])
