@@ -90,3 +90,18 @@ def test_overlap_needs_as_many_simulated_annotators():
         load_config(overrides=["query.overlap=3", "teacher.kind=crowd",
                                "teacher.crowd_mistakes=[0,0.1]"])
     assert load_config(overrides=["query.overlap=3", "teacher.kind=human"]).query.overlap == 3
+
+
+def test_the_robust_and_label_efficient_options_round_trip(tmp_path):
+    overrides = ["reward.robust=true", "reward.robust_trust_prob=0.6",
+                 "reward.robust_slack=[2.5,0.5]", "reward.robust_slack_fits=4",
+                 "reward.robust_flip_prob=0.01", "reward.pseudo_ratio=3",
+                 "reward.pseudo_threshold=0.95", "reward.pseudo_clips=128",
+                 "reward.crop_steps=7", "reward.annotator_reliability=true",
+                 "query.strategy=disagreement-kcenter", "query.recent_clips=200"]
+    cfg = load_config(overrides=overrides)
+    save_config(cfg, tmp_path / "config.yaml")
+    again = load_config(tmp_path / "config.yaml")
+    assert again == cfg
+    assert (again.reward.robust_slack, again.reward.pseudo_clips, again.query.recent_clips) == (
+        [2.5, 0.5], 128, 200)

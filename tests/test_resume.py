@@ -160,3 +160,47 @@ def test_a_robust_run_resumes_with_its_screening_state(tmp_path):
     assert sum(int(r["rm_distrusted"] or 0) + int(r["rm_flipped"] or 0) for r in rows) > 0
     status = json.loads((run_dir / "status.json").read_text())
     assert status["reward_model_distrusted"] is not None
+
+
+# Issue 19's options, all on at once: RIME's screen, SURF's pseudo-labels and crops, diverse
+# and policy-aligned queries, per-annotator reliability.
+ISSUE_19 = ["reward.robust=true", "reward.pseudo_ratio=1", "reward.pseudo_threshold=0.9",
+            "reward.crop_steps=3", "query.strategy=disagreement-kcenter",
+            "query.recent_clips=30", "reward.annotator_reliability=true",
+            "teacher.kind=irrational", "teacher.mistake=0.2"]
+
+
+def _option_values(cfg) -> tuple:
+    return (cfg.reward.robust, cfg.reward.pseudo_ratio, cfg.reward.pseudo_threshold,
+            cfg.reward.crop_steps, cfg.query.strategy, cfg.query.recent_clips,
+            cfg.reward.annotator_reliability, cfg.teacher.mistake)
+
+
+def test_the_robust_and_label_efficient_options_survive_a_kill_and_resume(tmp_path):
+    from rlhf.config import load_config
+
+    run_dir = tmp_path / "run"
+    proc = _start(run_dir, *ISSUE_19)
+    _wait_for(lambda: _iteration(run_dir) >= 2)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    before = _labels(run_dir)
+    out = _resume(run_dir)
+    assert out.returncode == 0, out.stderr
+    _check_finished(run_dir, before)
+    # The run's own config kept every option, so the resumed half trained as the first did.
+    assert _option_values(load_config(run_dir / "config.yaml")) == (
+        True, 1, 0.9, 3, "disagreement-kcenter", 30, True, 0.2)
+
+
+def test_the_robust_and_label_efficient_options_are_deterministic_for_a_seed(tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        proc = _start(tmp_path / name, *ISSUE_19)
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        rows = list(csv.DictReader((tmp_path / name / "metrics.csv").open()))
+        runs.append((_labels(tmp_path / name),
+                     [(r["rm_train_loss"], r["rm_val_loss"], r["rm_distrusted"]) for r in rows]))
+    assert runs[0] == runs[1]
+    assert len(runs[0][0]) == 40
