@@ -68,3 +68,33 @@ def test_cli_writes_the_png_never_over_a_file_and_needs_a_checkpoint(finished_ru
     lines = err.strip().splitlines()
     assert rc == 2 and len(lines) == 1 and "no checkpoint yet" in lines[0]
     assert not (tmp_path / "x.png").exists()
+
+
+def test_the_screen_audit_splits_every_label_of_a_robust_run(tmp_path, finished_run):
+    """scripts/screen_audit.py: ties, wrong and right answers, and how many of each the
+    screen of the newest checkpoint leaves out or flips."""
+    import re
+
+    import screen_audit
+
+    run_dir = tmp_path / "robust"
+    assert main(["train", "configs/smoke.yaml", "reward.robust=true", "teacher.kind=irrational",
+                 "teacher.mistake=0.3", "eval.every=0", "--quiet", "--run-dir",
+                 str(run_dir)]) == 0
+    report = screen_audit.audit(str(run_dir))
+    with Store(run_dir / "store.sqlite", readonly=True) as store:
+        pairs, mu = store.preferences()
+        clips = {c.id: c for c in store.get_clips(sorted({int(i) for i in pairs.ravel()}))}
+    ret = np.array([[clips[int(i)].rewards.sum() for i in pair] for pair in pairs])
+    wrong = int(((mu != 0.5) & ((mu == 1) != (ret[:, 0] > ret[:, 1]))).sum())
+    head = re.search(r"(\d+) labels: ties (\d+), wrong strict answers (\d+), right strict "
+                     r"(\d+)", report)
+    n, ties, wrong_seen, right = map(int, head.groups())
+    assert (n, ties, wrong_seen) == (len(mu), int((mu == 0.5).sum()), wrong)
+    assert ties + wrong_seen + right == n
+    for what in ("left out", "flipped"):
+        total, *parts = map(int, re.search(what + r" (\d+): ties (\d+), wrong (\d+), right "
+                                           r"(\d+)", report).groups())
+        assert sum(parts) == total <= n
+    with pytest.raises(SystemExit, match="never screened"):
+        screen_audit.audit(str(finished_run))

@@ -1,0 +1,74 @@
+"""Whom did ``reward.robust`` distrust? The screen of a finished run's newest checkpoint,
+applied to every label of its store, against what the simulated teacher should have said.
+
+    python scripts/screen_audit.py RUN_DIR [RUN_DIR ...]
+
+For each run, the reward model of its newest checkpoint and the trainer's screening state
+there (``trusted_kl``, fits, fitted labels, from ``state.json``) screen the run's labels as
+the next fit would have. Each label is a tie ('equal'), a wrong strict answer (against the
+order of the two clips' true returns: the teacher's mistakes and its Boltzmann noise) or a
+right one; the script prints how many of each the screen left out and flipped. A run of a
+person (no true reward in the clips) has nothing to audit against.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+
+import numpy as np
+
+from rlhf.reward.model import RewardModel
+from rlhf.reward.trainer import RewardTrainer
+from rlhf.rundir import RunDir
+from rlhf.store import Store
+
+
+def audit(run_dir: str) -> str:
+    run = RunDir.open(run_dir)
+    cfg = run.load_config()
+    latest = run.latest_checkpoint()
+    if latest is None:
+        raise SystemExit(f"screen_audit: {run_dir}: no checkpoint yet")
+    state = json.loads((latest / "state.json").read_text())["trainer"]
+    if state.get("trusted_kl") is None:
+        raise SystemExit(f"screen_audit: {run_dir}: the run never screened (reward.robust off?)")
+    # float32 on the CPU, as rlhf plot --calibration judges a model.
+    trainer = RewardTrainer(RewardModel.load(latest),
+                            replace(cfg.reward, device="cpu", threads=0, precision="fp32"),
+                            cfg.loop.clip_length, seed=cfg.seed)
+    with Store(run.store_location(cfg), readonly=True) as store:
+        pairs, mu = store.preferences()
+        ids = sorted({int(i) for i in np.ravel(pairs)})
+        clips = {c.id: c.without_frames() for c in store.get_clips(ids)}
+    trainer.sync(pairs, mu, clips)
+    trainer.fits, trainer.fitted_labels = state["fits"], state["fitted_labels"]
+    trainer.trusted_kl = tuple(state["trusted_kl"])
+    keep, flip = (x.cpu().numpy() for x in trainer.screen_labels())
+    true_return = {i: float(c.rewards.sum()) for i, c in clips.items()}
+    ra, rb = (np.array([true_return[int(p)] for p in pairs[:, k]]) for k in (0, 1))
+    tie = mu == 0.5
+    wrong = ~tie & ((mu == 1) != (ra > rb))
+    right = ~tie & ~wrong
+    out = ~keep
+
+    def split(mask: np.ndarray) -> str:
+        return (f"{mask.sum()}: ties {(mask & tie).sum()}, wrong {(mask & wrong).sum()}, "
+                f"right {(mask & right).sum()}")
+
+    return (f"{run.path} ({latest.name}): {len(mu)} labels: ties {tie.sum()}, wrong strict "
+            f"answers {wrong.sum()}, right strict {right.sum()}\n"
+            f"  left out {split(out)}\n  flipped {split(flip)}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    for run_dir in p.parse_args().run_dirs:
+        print(audit(run_dir), flush=True)
+
+
+if __name__ == "__main__":
+    main()
