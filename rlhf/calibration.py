@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rlhf.clips import Clip
 from rlhf.reward.model import RewardModel
 from rlhf.reward.trainer import RewardTrainer
 from rlhf.rundir import RunDir, RunDirError
@@ -42,20 +43,18 @@ class Reliability:
         return int(self.counts.sum())
 
 
-def held_out_reliability(run_dir: str | Path, bins: int = 10,
-                         name: str | None = None) -> Reliability:
-    """The reliability of ``run_dir``'s newest reward model on its held-out strict labels
-    (ties and skips have no side to be right about)."""
-    run = RunDir.open(run_dir)
+def newest_trainer(run: RunDir) -> tuple[Path, RewardTrainer, dict[int, Clip]]:
+    """The newest checkpoint's directory, its reward model in a trainer synced with every
+    label of the run's store (float32 on the CPU), and the labelled clips without frames."""
     cfg = run.load_config()
     latest = run.latest_checkpoint()
     if latest is None:
         raise RunDirError(f"{run.path}: no checkpoint yet, so no fitted reward model to "
                           "judge; try again after the run's first iteration")
-    model = RewardModel.load(latest)
     # float32 on the CPU whatever the run trained in: a judgement, not a speed record.
     reward_cfg = replace(cfg.reward, device="cpu", threads=0, precision="fp32")
-    trainer = RewardTrainer(model, reward_cfg, cfg.loop.clip_length, seed=cfg.seed)
+    trainer = RewardTrainer(RewardModel.load(latest), reward_cfg, cfg.loop.clip_length,
+                            seed=cfg.seed)
     with Store(run.store_location(cfg), readonly=True) as store:
         pairs, mu = store.preferences()
         ids = sorted({int(i) for i in np.ravel(pairs)})
@@ -64,6 +63,17 @@ def held_out_reliability(run_dir: str | Path, bins: int = 10,
         raise RunDirError(f"{run.path}: no labels yet, so nothing to judge the reward model "
                           "by; label some pairs first")
     trainer.sync(pairs, mu, clips)
+    return latest, trainer, clips
+
+
+def held_out_reliability(run_dir: str | Path, bins: int = 10,
+                         name: str | None = None) -> Reliability:
+    """The reliability of ``run_dir``'s newest reward model on its held-out strict labels
+    (ties and skips have no side to be right about)."""
+    run = RunDir.open(run_dir)
+    cfg = run.load_config()
+    latest, trainer, _clips = newest_trainer(run)
+    mu = trainer.data.mu.view()
     val = torch.nonzero(trainer.data.is_val.view()).squeeze(1)
     ece, predicted, observed, counts = trainer.calibration(val, bins)
     if not counts.sum():

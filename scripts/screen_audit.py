@@ -15,34 +15,21 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import replace
 
 import numpy as np
 
-from rlhf.reward.model import RewardModel
-from rlhf.reward.trainer import RewardTrainer
-from rlhf.rundir import RunDir
-from rlhf.store import Store
+from rlhf.calibration import newest_trainer
+from rlhf.rundir import RunDir, RunDirError
 
 
 def audit(run_dir: str) -> str:
     run = RunDir.open(run_dir)
-    cfg = run.load_config()
-    latest = run.latest_checkpoint()
-    if latest is None:
-        raise SystemExit(f"screen_audit: {run_dir}: no checkpoint yet")
+    latest, trainer, clips = newest_trainer(run)  # as rlhf plot --calibration judges it
     state = json.loads((latest / "state.json").read_text())["trainer"]
     if state.get("trusted_kl") is None:
         raise SystemExit(f"screen_audit: {run_dir}: the run never screened (reward.robust off?)")
-    # float32 on the CPU, as rlhf plot --calibration judges a model.
-    trainer = RewardTrainer(RewardModel.load(latest),
-                            replace(cfg.reward, device="cpu", threads=0, precision="fp32"),
-                            cfg.loop.clip_length, seed=cfg.seed)
-    with Store(run.store_location(cfg), readonly=True) as store:
-        pairs, mu = store.preferences()
-        ids = sorted({int(i) for i in np.ravel(pairs)})
-        clips = {c.id: c.without_frames() for c in store.get_clips(ids)}
-    trainer.sync(pairs, mu, clips)
+    pairs = np.asarray(trainer.data.pair_ids)  # (n, 2) clip ids
+    mu = trainer.data.mu.view().cpu().numpy()
     trainer.fits, trainer.fitted_labels = state["fits"], state["fitted_labels"]
     trainer.trusted_kl = tuple(state["trusted_kl"])
     keep, flip = (x.cpu().numpy() for x in trainer.screen_labels())
@@ -67,7 +54,10 @@ def main() -> None:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     for run_dir in p.parse_args().run_dirs:
-        print(audit(run_dir), flush=True)
+        try:
+            print(audit(run_dir), flush=True)
+        except RunDirError as e:
+            raise SystemExit(f"screen_audit: {e}") from None
 
 
 if __name__ == "__main__":
