@@ -244,6 +244,12 @@ def restore_trainer(trainer: RewardTrainer, path: Path, info: dict[str, Any]) ->
                 if name != "step" else value
     sd["state"] = state
     trainer.optimizer.load_state_dict(sd)
+    restore_trainer_info(trainer, info)
+
+
+def restore_trainer_info(trainer: RewardTrainer, info: dict[str, Any]) -> None:
+    """The trainer's scalars from ``state.json``'s ``trainer`` entry: the adaptive weight
+    decay, the fit count and the robust screen's threshold state."""
     trainer.weight_decay = float(info["weight_decay"])
     trainer.fits = int(info["fits"])
     kl = info.get("trusted_kl")

@@ -14,24 +14,23 @@ person (no true reward in the clips) has nothing to audit against.
 from __future__ import annotations
 
 import argparse
-import json
 
 import numpy as np
 
 from rlhf.calibration import newest_trainer
+from rlhf.checkpoint import CheckpointError, load_state, restore_trainer_info
 from rlhf.rundir import RunDir, RunDirError
 
 
 def audit(run_dir: str) -> str:
     run = RunDir.open(run_dir)
     latest, trainer, clips = newest_trainer(run)  # as rlhf plot --calibration judges it
-    state = json.loads((latest / "state.json").read_text())["trainer"]
-    if state.get("trusted_kl") is None:
+    info = load_state(latest).trainer
+    if info.get("trusted_kl") is None:
         raise SystemExit(f"screen_audit: {run_dir}: the run never screened (reward.robust off?)")
     pairs = np.asarray(trainer.data.pair_ids)  # (n, 2) clip ids
     mu = trainer.data.mu.view().cpu().numpy()
-    trainer.fits, trainer.fitted_labels = state["fits"], state["fitted_labels"]
-    trainer.trusted_kl = tuple(state["trusted_kl"])
+    restore_trainer_info(trainer, info)  # the screen's threshold as the run left it
     keep, flip = (x.cpu().numpy() for x in trainer.screen_labels())
     true_return = {i: float(c.rewards.sum()) for i, c in clips.items()}
     ra, rb = (np.array([true_return[int(p)] for p in pairs[:, k]]) for k in (0, 1))
@@ -56,7 +55,7 @@ def main() -> None:
     for run_dir in p.parse_args().run_dirs:
         try:
             print(audit(run_dir), flush=True)
-        except RunDirError as e:
+        except (RunDirError, CheckpointError) as e:
             raise SystemExit(f"screen_audit: {e}") from None
 
 
