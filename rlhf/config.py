@@ -131,15 +131,16 @@ class RewardConfig:
     person cannot drag the model down."""
     robust: bool = False
     """Defend the fit against wrong answers (RIME-style, Cheng et al. 2024): before each
-    fit after the first, a label whose answer the ensemble finds implausible (its
-    cross-entropy against the ensemble-mean prediction above a threshold that tightens
-    over the fits) is left out of that fit, and one the ensemble is confidently against
+    fit after the first, a label whose answer the ensemble finds implausible (the KL
+    divergence of the ensemble-mean prediction from its answer above a threshold that
+    tightens over the fits) is left out of that fit, and one the ensemble is confidently against
     is trained on flipped. The store keeps every label as given; the counts are in
     metrics.csv (``rm_distrusted``, ``rm_flipped``)."""
     robust_trust_prob: float = 0.5
-    """A label the ensemble gives its answer at least this probability is always trusted."""
+    """A label the ensemble gives its answer at least this probability is always trusted
+    (a tie: whose divergence is below that of such a strict answer)."""
     robust_slack: list[float] = field(default_factory=lambda: [3.0, 1.0])
-    """A label is distrusted when its cross-entropy exceeds the mean of the labels trusted
+    """A label is distrusted when its divergence exceeds the mean of the labels trusted
     at the previous fit by this many of their stds: [first, last], lenient while the model
     is young, tightening linearly over ``robust_slack_fits``."""
     robust_slack_fits: int = 10

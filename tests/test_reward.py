@@ -205,6 +205,38 @@ def test_robust_training_is_deterministic_and_the_first_fit_trusts_every_label()
     assert stats.distrusted == stats.flipped == 0 and first.trusted_kl is None
 
 
+def test_robust_screening_keeps_ties_the_model_need_not_contradict():
+    """B-Pref's 'equal' answers (close returns) are never wrong, but their cross-entropy
+    against 1/2 is ln 2 or more: a screen on it left out nearly every tie of a noisy
+    HalfCheetah run. On the KL divergence a tie scores 0 where the model says 1/2, so the
+    screen keeps ties and still catches the flipped strict answers."""
+    rng, clips, pairs, _ = toy_answers(0)
+    teacher = SimulatedTeacher(equal_threshold=4.0)
+    mu = np.array([{"a": 1.0, "b": 0.0, "equal": 0.5}[teacher.answer(clips[a], clips[b])]
+                   for a, b in pairs], dtype=np.float32)
+    tie = mu == 0.5
+    wrong = ~tie & (rng.random(len(mu)) < 0.3)
+    mu[wrong] = 1 - mu[wrong]
+    assert 0.15 < tie.mean() < 0.5, tie.mean()  # the toy's close pairs: a real share
+    # No slack: the threshold at its floor, -ln(trust_prob) = ln 2, where a confident
+    # model's screen sits (its trusted labels' divergences are all near 0). A tie's
+    # cross-entropy exceeds ln 2 wherever the model does not say exactly 1/2: the old
+    # screen left out every tie here.
+    cfg = RewardConfig(ensemble=3, hidden=[32, 32], device="cpu", precision="fp32",
+                       robust=True, robust_slack=[0.0, 0.0])
+    model = RewardModel(FeatureSpec.from_spaces(OBS, ACT), 3, cfg.hidden, seed=0)
+    trainer = RewardTrainer(model, cfg, clip_length=10, seed=0)
+    trainer.sync(pairs, mu, {c.id: c for c in clips})
+    for _ in range(6):
+        trainer.fit()
+    screened = trainer.distrusted | trainer.flipped
+    assert screened[tie].mean() < 0.1, screened[tie].mean()
+    assert screened[wrong].mean() > 0.9 > 0.1 > screened[~tie & ~wrong].mean()
+    # A tie's divergence is its cross-entropy less ln 2; a strict answer's, its -log p.
+    kl = trainer.label_divergence().numpy()
+    assert (kl >= -1e-6).all() and kl[tie].min() < 0.05
+
+
 def test_robust_screening_judges_a_label_only_after_the_model_has_trained_on_it():
     """Answers that arrived since the last fit are about clips the model has not been taught
     on (the newest policy's): they are trained on as given once, and screened from the next
