@@ -202,6 +202,7 @@ class RewardTrainer:
             self.label_noise = None
             return {}
         mu = self.data.mu.view().cpu().numpy()
+        # exp(-KL) is the answer's probability for strict labels, the only ones read.
         prob = np.exp(-self.label_divergence().cpu().numpy())
         rates = flip_rates(prob, annotators, mu != 0.5)
         self.label_noise = np.array([rates[a] for a in annotators], dtype=np.float32)
@@ -376,7 +377,7 @@ class RewardTrainer:
         mu = self.data.mu.view() if mu is None else mu
         batch = min(self.cfg.batch_size, n)
         # The pseudo-labelled pairs go through the same forward and backward: the cache
-        # budget counts their rows too (counted without them, SURF's ratio 4 ran 1.4x
+        # budget counts their rows too (counted without them, SURF's ratio 4 ran 1.5x
         # slower on a 3x256 ensemble on the CPU).
         pseudo = self.cfg.pseudo_ratio if self.unlabelled is not None else 0
         groups = self.member_groups(batch * 2 * self.clip_length * (1 + pseudo))
